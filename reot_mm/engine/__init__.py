@@ -1,0 +1,9 @@
+"""Engine layer: compatibility fixes, distributed helpers, hooks, model wrappers."""
+from . import compat
+from .distributed import CPUDistributedDataParallel, setup_distributed
+from .hooks import ClassStatisticsHook, REOTPriorHook
+
+compat.install()
+
+__all__ = ['CPUDistributedDataParallel', 'setup_distributed',
+           'ClassStatisticsHook', 'REOTPriorHook']

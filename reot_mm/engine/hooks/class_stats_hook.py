@@ -1,0 +1,150 @@
+"""Fill per-class training counts once, identically on every rank."""
+import warnings
+from typing import Optional, Sequence
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import DATASETS, HOOKS
+
+from reot_mm import dist
+from reot_mm.engine import class_stats
+
+MESSAGE_HUB_KEY = 'reot_mm/class_counts'
+CHECKPOINT_KEY = 'reot_mm_class_counts'
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def modules_with(model: torch.nn.Module, method: str) -> list:
+    """Every sub-module of the (unwrapped) model that has ``method``."""
+    return [m for m in unwrap_model(model).modules()
+            if callable(getattr(m, method, None))]
+
+
+@HOOKS.register_module()
+class ClassStatisticsHook(Hook):
+    """Give every count-aware module the per-class training counts.
+
+    Before the run (train or test) the counts are resolved, in this order,
+    from ``class_counts``, ``class_counts_file``, or by counting the training
+    dataset (``train_dataloader.dataset``; built from the config when the
+    runner only tests), unwrapping dataset wrappers. Rank 0's counts are
+    broadcast so every rank holds the same values, which are then checked
+    across ranks. The counts are
+
+    * set on every sub-module with ``set_class_counts`` (RE-OT losses hold
+      them as a buffer, so they are in the checkpoint),
+    * published as MessageHub runtime info ``'reot_mm/class_counts'`` (read by
+      ``ShotAccuracy``),
+    * stored in the checkpoint meta and restored from it on load/resume
+      (the checkpoint wins, with a warning, if it disagrees).
+
+    Args:
+        class_counts: explicit per-class counts.
+        class_counts_file: JSON list / ``{"class_counts": [...]}`` or text file.
+        num_classes: expected number of classes; defaults to the length of the
+            training dataset's ``metainfo['classes']``.
+        save_file: if given, rank 0 writes the resolved counts there (JSON).
+        check_ranks: verify after broadcasting that all ranks agree.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self,
+                 class_counts: Optional[Sequence[float]] = None,
+                 class_counts_file: Optional[str] = None,
+                 num_classes: Optional[int] = None,
+                 save_file: Optional[str] = None,
+                 check_ranks: bool = True):
+        if class_counts is not None and class_counts_file is not None:
+            raise ValueError('give class_counts or class_counts_file, not both')
+        self.explicit_counts = class_counts
+        self.class_counts_file = class_counts_file
+        self.num_classes = num_classes
+        self.save_file = save_file
+        self.check_ranks = check_ranks
+        self.class_counts: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------- resolving
+    def _training_dataset(self, runner):
+        loader = runner.train_dataloader if runner._train_dataloader is not None \
+            else None
+        if loader is None:
+            cfg = runner.cfg.get('train_dataloader')
+            if cfg is None:
+                raise RuntimeError(
+                    'ClassStatisticsHook needs a training dataset to count '
+                    'classes, or class_counts / class_counts_file')
+            return DATASETS.build(cfg['dataset'])
+        if isinstance(loader, dict):
+            return DATASETS.build(loader['dataset'])
+        return loader.dataset
+
+    def resolve_counts(self, runner) -> torch.Tensor:
+        num_classes = self.num_classes
+        if self.explicit_counts is not None:
+            counts = list(self.explicit_counts)
+        elif self.class_counts_file is not None:
+            counts = class_stats.load_counts_file(self.class_counts_file)
+        else:
+            dataset = self._training_dataset(runner)
+            if num_classes is None:
+                num_classes = class_stats.dataset_num_classes(dataset)
+            if num_classes is None:
+                raise ValueError(
+                    'ClassStatisticsHook: the dataset has no metainfo '
+                    "['classes']; set num_classes")
+            counts = class_stats.count_dataset_classes(dataset, num_classes)
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        if num_classes is not None and counts.numel() != num_classes:
+            raise ValueError(
+                f'class counts have {counts.numel()} entries but num_classes '
+                f'is {num_classes}')
+        if counts.ndim != 1 or (counts < 0).any() or not torch.isfinite(counts).all():
+            raise ValueError('class counts must be a 1-D list of finite, '
+                             f'non-negative numbers, got {counts.tolist()[:20]}')
+        return counts
+
+    def _sync(self, counts: torch.Tensor) -> torch.Tensor:
+        # Same length on every rank is guaranteed by num_classes validation.
+        counts = dist.broadcast_tensor(counts, src=0)
+        if self.check_ranks:
+            dist.assert_same_across_ranks(counts.tolist(), 'class counts')
+        return counts
+
+    def _apply(self, runner, counts: torch.Tensor) -> None:
+        self.class_counts = counts
+        for module in modules_with(runner.model, 'set_class_counts'):
+            module.set_class_counts(counts)
+        runner.message_hub.update_info(MESSAGE_HUB_KEY, counts.tolist())
+
+    # ----------------------------------------------------------------- hooks
+    def before_run(self, runner) -> None:
+        counts = self._sync(self.resolve_counts(runner))
+        self._apply(runner, counts)
+        runner.logger.info(
+            f'ClassStatisticsHook: {counts.numel()} classes, '
+            f'{int(counts.sum())} samples, max/min count '
+            f'{counts.max().item():g}/{counts.min().item():g}')
+        if self.save_file is not None and dist.get_rank() == 0:
+            class_stats.save_counts_file(self.save_file, counts.tolist())
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.class_counts is not None:
+            checkpoint.setdefault('meta', {})[CHECKPOINT_KEY] = \
+                self.class_counts.tolist()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get('meta', {}).get(CHECKPOINT_KEY)
+        if saved is None:
+            return
+        saved = torch.as_tensor(saved, dtype=torch.float64)
+        if self.class_counts is not None and (
+                saved.shape != self.class_counts.shape
+                or not torch.equal(saved, self.class_counts)):
+            warnings.warn('class counts in the checkpoint differ from the '
+                          'ones resolved for this run; using the checkpoint\'s')
+        self._apply(runner, saved)

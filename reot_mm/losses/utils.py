@@ -1,0 +1,74 @@
+"""Reduction and input checks shared by the loss modules (plain torch)."""
+from typing import Optional
+
+import torch
+
+REDUCTIONS = ('none', 'mean', 'sum')
+
+
+def weight_reduce_loss(loss: torch.Tensor,
+                       weight: Optional[torch.Tensor] = None,
+                       reduction: str = 'mean',
+                       avg_factor: Optional[float] = None) -> torch.Tensor:
+    """Apply element-wise weights and reduce, with OpenMMLab semantics.
+
+    Args:
+        loss: per-element loss, any shape.
+        weight: broadcastable to ``loss``.
+        reduction: 'none' | 'mean' | 'sum'.
+        avg_factor: divide the sum by this instead of the element count
+            (only with reduction='mean').
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, got '
+                         f'{reduction!r}')
+    if weight is not None:
+        loss = loss * weight.to(loss.dtype)
+    if reduction == 'none':
+        return loss
+    if avg_factor is None:
+        return loss.mean() if reduction == 'mean' else loss.sum()
+    if reduction != 'mean':
+        raise ValueError('avg_factor can only be used with reduction="mean"')
+    # eps keeps an all-ignored batch at zero loss instead of NaN.
+    eps = torch.finfo(torch.float32).eps
+    return loss.sum() / (avg_factor + eps)
+
+
+def check_labels(target: torch.Tensor, num_classes: int,
+                 name: str = 'target',
+                 ignore_index: Optional[int] = None) -> None:
+    """Raise if integer labels fall outside [0, num_classes)."""
+    if target.numel() == 0:
+        return
+    labels = target
+    if ignore_index is not None:
+        labels = target[target != ignore_index]
+        if labels.numel() == 0:
+            return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f'{name} has labels in [{low}, {high}] but the scores have '
+            f'{num_classes} classes; expected labels in [0, {num_classes})')
+
+
+def check_soft_target(target: torch.Tensor, scores: torch.Tensor,
+                      name: str = 'target') -> None:
+    """Raise if soft targets do not match the scores' shape."""
+    if target.shape != scores.shape:
+        raise ValueError(f'soft {name} must have the shape of the scores '
+                         f'{tuple(scores.shape)}, got {tuple(target.shape)}')
+
+
+def raise_non_finite(scores: torch.Tensor, name: str = 'cls_score') -> None:
+    """Explain a non-finite loss: name the offending input if it is the cause."""
+    bad = ~torch.isfinite(scores)
+    if bad.any():
+        rows = torch.nonzero(bad.reshape(bad.shape[0], -1).any(-1)).flatten()
+        raise ValueError(
+            f'{name} contains {int(bad.sum())} non-finite values (rows '
+            f'{rows.tolist()[:10]}); the loss is undefined for inf/NaN logits')
+    raise FloatingPointError(
+        'the loss is non-finite although the scores are finite; check the '
+        'prior (class counts) and the targets')

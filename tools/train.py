@@ -1,0 +1,53 @@
+"""Train with an OpenMMLab config (mmpretrain / mmdet / mmseg) and reot_mm.
+
+Same command line as upstream ``tools/train.py``. ``reot_mm`` is imported first,
+so plugin types resolve; on CPU-only machines distributed launches use gloo
+(see ``reot_mm.engine.distributed``).
+"""
+import argparse
+
+import reot_mm  # noqa: F401  (registers the plugin's modules)
+from reot_mm.engine.cli import add_common_args, build_runner, load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or from the latest checkpoint '
+        'in the work dir if no path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic mixed precision training')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the actual batch size')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args)
+    if args.amp:
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    if args.auto_scale_lr:
+        cfg.setdefault('auto_scale_lr', {})['enable'] = True
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
