@@ -78,27 +78,84 @@ def cosine_with_margin(cosine: torch.Tensor, target: torch.Tensor,
     return cosine.scatter(1, labels[:, None], adjusted.to(cosine.dtype))
 
 
-def inverse_reot_loss(scores: torch.Tensor, supervision: torch.Tensor,
+class _PriorCrossEntropy(torch.autograd.Function):
+    """-log softmax(l/ε + log Q)_y per sample, fused for speed and memory.
+
+    Forward keeps one (B, C) buffer: z = log Q + l/ε, normalised in place to
+    log P; backward turns that same buffer into the gradient in place
+    (P - onehot)·g/ε. This is cheaper than ``F.cross_entropy(l/ε + log Q)``,
+    which allocates the shifted scores, the log-probabilities and two (B, C)
+    gradients (see benchmarks/bench_reot_loss.py). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, similarity, log_prior, target, inv_epsilon):
+        if log_prior is None:
+            z = similarity.mul(inv_epsilon)
+        else:
+            z = torch.add(log_prior.expand_as(similarity), similarity,
+                          alpha=inv_epsilon)
+        z.sub_(torch.logsumexp(z, dim=1, keepdim=True))
+        loss = z.gather(1, target[:, None]).squeeze(1).neg()
+        ctx.save_for_backward(z, target)
+        ctx.inv_epsilon = inv_epsilon
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        z, target = ctx.saved_tensors
+        scale = (grad_loss * ctx.inv_epsilon)[:, None]
+        grad = z.exp_().mul_(scale)
+        grad.scatter_add_(1, target[:, None], -scale)
+        return grad, None, None, None
+
+
+def inverse_reot_loss(similarity: torch.Tensor, target: torch.Tensor,
                       log_prior: Optional[torch.Tensor] = None,
-                      focal_gamma: float = 0.0) -> torch.Tensor:
+                      epsilon: float = 1.0,
+                      focal_gamma: float = 0.0,
+                      class_weights: Optional[torch.Tensor] = None
+                      ) -> torch.Tensor:
     """Per-sample inverse RE-OT loss under U(a) (RE-OT Eq. 16).
 
+    L_i = -Σ_j P̃_ij·log P_ij with P_ij ∝ Q_ij·exp(-C_ij/ε), C = c - similarity.
+
     Args:
-        scores: (B, C) -C/ε, i.e. similarities divided by ε.
-        supervision: (B, C) P̃ (rows of one-hot, soft or re-weighted targets).
+        similarity: (B, C) -C (up to the constant c): logits, scaled
+            cosines, or minus distances.
+        target: (B,) integer labels (P̃ one-hot) or (B, C) soft targets.
         log_prior: log Q, shape (C,) or (B, C); None means uniform.
-        focal_gamma: γ of the focal row, P̃ ← P̃·(1 - P)^γ with P the RE-OT
-            plan's row-normalised entries (gradients flow through P, as in
-            the focal loss).
+        epsilon: ε > 0.
+        focal_gamma: γ of the focal row, P̃ ← P̃·(1 - P)^γ (gradients flow
+            through P, as in the focal loss).
+        class_weights: (C,) class-balanced factors, P̃_ij ← P̃_ij·w_j.
 
     Returns:
         (B,) float32 losses.
     """
-    scores = scores.to(torch.float32)
+    similarity = at_least_fp32(similarity)
     if log_prior is not None:
-        scores = scores + log_prior.to(torch.float32)
+        log_prior = log_prior.to(similarity.dtype)
+    if target.ndim == 1 and not focal_gamma:
+        loss = _PriorCrossEntropy.apply(similarity, log_prior, target,
+                                        1.0 / epsilon)
+        if class_weights is not None:
+            loss = loss * class_weights.to(loss)[target]
+        return loss
+    scores = similarity / epsilon
+    if log_prior is not None:
+        scores = scores + log_prior
     log_plan = torch.log_softmax(scores, dim=-1)
-    weights = supervision.to(torch.float32)
+    if target.ndim == 1:
+        log_p = log_plan.gather(1, target[:, None]).squeeze(1)
+        loss = -(-torch.expm1(log_p)).clamp_min(0).pow(focal_gamma) * log_p
+        if class_weights is not None:
+            loss = loss * class_weights.to(loss)[target]
+        return loss
+    weights = target.to(similarity.dtype)
+    if class_weights is not None:
+        weights = weights * class_weights.to(weights)
     if focal_gamma:
         weights = weights * (-torch.expm1(log_plan)).clamp_min(0).pow(focal_gamma)
     # 0·(-inf) must be 0: classes without prior mass carry no supervision.
@@ -263,13 +320,17 @@ class REOTLoss(torch.nn.Module):
             raise ValueError(f'prior_power must be > 0, got {prior_power}')
         self.prior_weight.fill_(float(prior_weight))
         self.prior_power.fill_(float(prior_power))
+        # host copies: reading a CUDA buffer in forward would sync the device
+        self._schedule = (float(prior_weight), float(prior_power))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # class_counts has no fixed size: take the checkpoint's shape.
         key = prefix + 'class_counts'
         if key in state_dict:
-            self.class_counts = torch.empty_like(state_dict[key])
+            self.class_counts = torch.empty_like(state_dict[key],
+                                                 device=self.class_counts.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._schedule = (float(self.prior_weight), float(self.prior_power))
 
     # ------------------------------------------------------------------ math
     def _counts(self, num_classes: int) -> torch.Tensor:
@@ -297,8 +358,7 @@ class REOTLoss(torch.nn.Module):
             margins = margins.to(cls_score.device)
             return -_soft_labels(target, num_classes) * margins / self.epsilon
         log_r = self._log_ratio(cls_score, target, teacher_probs)
-        weight = float(self.prior_weight)
-        power = float(self.prior_power)
+        weight, power = self._schedule
         if weight == 0.0:
             return None
         return priors.log_epoch_varying_prior(log_r, weight, power)
@@ -336,28 +396,23 @@ class REOTLoss(torch.nn.Module):
         return priors.log_sample_wise_ratio(cls_score, log_class,
                                             self.sample_wise_g)
 
-    def scores(self, cls_score: torch.Tensor,
-               target: torch.Tensor) -> torch.Tensor:
-        """-C/ε for the configured cost, (B, C) float32."""
-        cls_score = cls_score.to(torch.float32)
+    def similarity(self, cls_score: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
+        """-C (up to the constant c) for the configured cost, (B, C), >= fp32."""
+        cls_score = at_least_fp32(cls_score)
         if self.cost == 'logits':
-            similarity = cls_score
-        elif self.cost == 'cosine':
-            similarity = self.scale * cosine_with_margin(
+            return cls_score
+        if self.cost == 'cosine':
+            return self.scale * cosine_with_margin(
                 cls_score, target, self.margin_type, self.margin)
-        else:
-            similarity = -cls_score
-        return similarity / self.epsilon
+        return -cls_score
 
-    def supervision_matrix(self, target: torch.Tensor,
-                           num_classes: int) -> torch.Tensor:
-        """P̃ (B, C) before the focal factor."""
-        soft = _soft_labels(target, num_classes)
-        if self.supervision == 'class_balanced':
-            weights = priors.class_balanced_weights(
-                self._counts(num_classes), self.cb_beta, self.cb_normalize)
-            soft = soft * weights.to(soft.device)
-        return soft
+    def class_weights(self, num_classes: int) -> Optional[torch.Tensor]:
+        """Class-balanced factors of P̃ (Table 1 row), (C,), or None."""
+        if self.supervision != 'class_balanced':
+            return None
+        return priors.class_balanced_weights(
+            self._counts(num_classes), self.cb_beta, self.cb_normalize)
 
     def forward(self,
                 cls_score: torch.Tensor,
@@ -412,18 +467,18 @@ class REOTLoss(torch.nn.Module):
         else:
             check_soft_target(target, cls_score)
 
-        scores = self.scores(cls_score, target)
+        similarity = self.similarity(cls_score, target)
         log_prior_target = target if valid is None else target[valid]
         log_prior = self.log_prior(
             cls_score if valid is None else cls_score[valid],
             log_prior_target, teacher_probs)
         if log_prior is not None and log_prior.ndim == 2 and valid is not None:
-            full = scores.new_zeros(scores.shape)
+            full = similarity.new_zeros(similarity.shape)
             full[valid] = log_prior
             log_prior = full
-        supervision = self.supervision_matrix(target, num_classes)
         focal = self.focal_gamma if self.supervision == 'focal' else 0.0
-        loss = inverse_reot_loss(scores, supervision, log_prior, focal)
+        loss = inverse_reot_loss(similarity, target, log_prior, self.epsilon,
+                                 focal, self.class_weights(num_classes))
         if valid is not None:
             loss = loss * valid
             if avg_factor is None and reduction == 'mean':
@@ -436,6 +491,13 @@ class REOTLoss(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f'cost={self.cost}, epsilon={self.epsilon}, prior={self.prior}, '
                 f'supervision={self.supervision}')
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs are reduced in float32; float64 stays float64."""
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        return tensor.float()
+    return tensor
 
 
 def _soft_labels(target: torch.Tensor, num_classes: int) -> torch.Tensor:

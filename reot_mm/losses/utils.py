@@ -46,11 +46,13 @@ def check_labels(target: torch.Tensor, num_classes: int,
         labels = target[target != ignore_index]
         if labels.numel() == 0:
             return
+    # one reduction (one device sync) on the common, valid path
+    if not ((labels < 0) | (labels >= num_classes)).any():
+        return
     low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(
-            f'{name} has labels in [{low}, {high}] but the scores have '
-            f'{num_classes} classes; expected labels in [0, {num_classes})')
+    raise ValueError(
+        f'{name} has labels in [{low}, {high}] but the scores have '
+        f'{num_classes} classes; expected labels in [0, {num_classes})')
 
 
 def check_soft_target(target: torch.Tensor, scores: torch.Tensor,
