@@ -3,6 +3,7 @@ from typing import Optional, Sequence
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
 
 from reot_mm import dist
 from reot_mm.engine.hooks.class_stats_hook import modules_with
@@ -67,7 +68,8 @@ class REOTPriorHook(Hook):
     # ------------------------------------------------------------ internals
     @staticmethod
     def _by_epoch(runner) -> bool:
-        return hasattr(runner.train_loop, 'max_epochs')
+        # IterBasedTrainLoop also has a (dummy) max_epochs attribute
+        return not isinstance(runner.train_loop, IterBasedTrainLoop)
 
     def _losses(self, runner) -> list:
         losses = modules_with(runner.model, 'set_prior_schedule')

@@ -1,0 +1,15 @@
+# ResNet-56 of He et al. 2016 (CIFAR variant, 0.85M parameters): GML's
+# CIFAR-100-LT teacher. Set head.num_classes=10 for CIFAR-10-LT.
+custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='CifarResNet', depth=56, in_channels=3),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=100,
+        in_channels=64,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        topk=(1, ),
+    ))

@@ -1,0 +1,11 @@
+"""Long-tailed classification datasets registered in mmpretrain's DATASETS."""
+from .cifar_lt import CIFAR10LT, CIFAR100LT
+from .digits_lt import DigitsLT
+from .list_lt import INat2018, ImageNetLT, LongTailedListDataset, PlacesLT
+from .long_tail import exponential_profile, subsample_long_tailed
+
+__all__ = [
+    'CIFAR10LT', 'CIFAR100LT', 'DigitsLT', 'INat2018', 'ImageNetLT',
+    'LongTailedListDataset', 'PlacesLT', 'exponential_profile',
+    'subsample_long_tailed'
+]

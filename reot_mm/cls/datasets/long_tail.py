@@ -1,0 +1,119 @@
+"""Long-tailed class profiles and subsampling (pure numpy, no OpenMMLab import).
+
+The CIFAR-LT benchmarks (Cui et al. 2019, Cao et al. 2019 "LDAM") and the
+long-tailed digits split used by the tests share one recipe: class ``i`` of ``C``
+keeps ``n_i = floor(n_max * rho ** (-i / (C - 1)))`` training images, where
+``rho = n_max / n_min`` is the imbalance factor, and the kept images of each class
+are drawn without replacement with a fixed seed.
+"""
+from typing import List, Sequence
+
+import numpy as np
+
+# Guard for ``floor``: values that are integers in exact arithmetic (e.g.
+# ``n_max / rho`` for the tail class) must not drop by one through a floating
+# point error of a few ulps. Counts are at most ~1e6, where one ulp is ~1e-10.
+_FLOOR_EPS = 1e-9
+
+
+def exponential_profile(n_max: int, num_classes: int,
+                        imbalance_factor: float) -> List[int]:
+    """Per-class image counts of an exponentially decaying long tail.
+
+    ``n_i = floor(n_max * imbalance_factor ** (-i / (num_classes - 1)))`` for
+    ``i = 0 .. num_classes - 1``: class 0 is the head with ``n_max`` images, the
+    last class the tail with ``floor(n_max / imbalance_factor)`` images. This is
+    the rounding of the reference CIFAR-LT code (``int()`` of the real value,
+    i.e. floor), so CIFAR-10-LT (``n_max=5000``) has 12406 / 11203 training
+    images at ``imbalance_factor`` 100 / 200 and CIFAR-100-LT (``n_max=500``)
+    10847 / 9502. A 1e-9 guard keeps exact integers from rounding down by one.
+
+    Args:
+        n_max (int): Images of the head class (class 0), >= 1.
+        num_classes (int): Number of classes ``C``, >= 1.
+        imbalance_factor (float): ``rho = n_max / n_min`` >= 1; 1 gives a
+            balanced profile.
+
+    Returns:
+        list[int]: ``C`` non-increasing counts, ``counts[0] == n_max``.
+
+    Raises:
+        ValueError: If ``imbalance_factor < 1``, ``n_max < 1``,
+            ``num_classes < 1``, or if the tail class would get no image
+            (``n_max / imbalance_factor < 1``).
+    """
+    if not float(imbalance_factor) >= 1.0:  # also rejects nan
+        raise ValueError(
+            f'imbalance_factor must be a number >= 1 (1 = balanced), '
+            f'got {imbalance_factor!r}')
+    if int(n_max) != n_max or n_max < 1:
+        raise ValueError(f'n_max must be an integer >= 1, got {n_max!r}')
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(
+            f'num_classes must be an integer >= 1, got {num_classes!r}')
+    if num_classes == 1:
+        return [int(n_max)]
+    exponents = -np.arange(num_classes, dtype=np.float64) / (num_classes - 1)
+    values = n_max * np.power(float(imbalance_factor), exponents)
+    counts = np.floor(values + _FLOOR_EPS).astype(np.int64)
+    if counts[-1] < 1:
+        raise ValueError(
+            f'n_max / imbalance_factor must be >= 1 so that every class keeps '
+            f'an image, got n_max={n_max}, imbalance_factor={imbalance_factor}')
+    return counts.tolist()
+
+
+def subsample_long_tailed(labels: Sequence[int], counts: Sequence[int],
+                          seed: int = 0) -> np.ndarray:
+    """Pick ``counts[c]`` samples of every class ``c``, without replacement.
+
+    Deterministic for a fixed ``seed`` (one ``np.random.default_rng(seed)``
+    stream, classes visited in index order). The result is sorted, so the
+    subset keeps the original order of the data.
+
+    Args:
+        labels (Sequence[int]): Class index of every sample, shape (N,),
+            values in ``[0, len(counts))``.
+        counts (Sequence[int]): Wanted samples per class, shape (C,);
+            ``counts[c]`` must not exceed the samples of class ``c``.
+        seed (int): Seed of the random choice. Defaults to 0.
+
+    Returns:
+        np.ndarray: Sorted int64 indices into ``labels``, shape (sum(counts),).
+
+    Raises:
+        ValueError: If a label is outside ``[0, C)``, a count is negative or a
+            class has fewer samples than requested.
+    """
+    labels = np.asarray(labels)
+    counts = np.asarray(counts)
+    if labels.ndim != 1 or counts.ndim != 1:
+        raise ValueError(
+            f'labels and counts must be 1-D, got shapes {labels.shape} and '
+            f'{counts.shape}')
+    if labels.size and (labels.min() < 0 or labels.max() >= counts.size):
+        raise ValueError(
+            f'labels must lie in [0, {counts.size}) (len(counts)), got range '
+            f'[{labels.min()}, {labels.max()}]')
+    if (counts < 0).any():
+        raise ValueError(f'counts must be >= 0, got {counts.tolist()}')
+    available = np.bincount(labels.astype(np.int64), minlength=counts.size)
+    short = np.flatnonzero(available < counts)
+    if short.size:
+        raise ValueError(
+            'counts exceed the available samples for classes '
+            f'{short[:10].tolist()}: requested '
+            f'{counts[short[:10]].tolist()}, available '
+            f'{available[short[:10]].tolist()}')
+    rng = np.random.default_rng(seed)
+    # One argsort groups the sample indices by class; the per-class loop is
+    # over classes (dataset init only), not samples.
+    order = np.argsort(labels, kind='stable')
+    starts = np.concatenate([[0], np.cumsum(available)[:-1]])
+    chosen = [
+        rng.choice(order[start:start + size], size=int(count), replace=False)
+        for start, size, count in zip(starts, available, counts)
+    ]
+    if not chosen:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
