@@ -9,8 +9,8 @@ from mmengine.registry import DATASETS, HOOKS
 
 from reot_mm import dist
 from reot_mm.engine import class_stats
+from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY
 
-MESSAGE_HUB_KEY = 'reot_mm/class_counts'
 CHECKPOINT_KEY = 'reot_mm_class_counts'
 
 
@@ -119,7 +119,7 @@ class ClassStatisticsHook(Hook):
         self.class_counts = counts
         for module in modules_with(runner.model, 'set_class_counts'):
             module.set_class_counts(counts)
-        runner.message_hub.update_info(MESSAGE_HUB_KEY, counts.tolist())
+        runner.message_hub.update_info(CLASS_COUNTS_INFO_KEY, counts.tolist())
 
     # ----------------------------------------------------------------- hooks
     def before_run(self, runner) -> None:
