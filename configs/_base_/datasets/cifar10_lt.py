@@ -4,7 +4,6 @@
 # common setting (12406 images).
 # Written in full, following mmpretrain's cifar10_bs16.py, so that the dataset
 # type and the evaluators need no _delete_ overrides.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 dataset_type = 'CIFAR10LT'
 data_preprocessor = dict(

@@ -2,7 +2,6 @@
 # load_digits(), so it needs no download. Train: rho = 60 from 120 images
 # (120, 76, 48, 30, 19, 12, 7, 4, 3, 2 per class); test: 50 per class.
 # Written in full (no upstream base config holds a grayscale in-memory set).
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 dataset_type = 'DigitsLT'
 data_preprocessor = dict(

@@ -4,7 +4,6 @@
 #   data/imagenet/ImageNet_LT_{train,val,test}.txt, data/imagenet/{train,val}/
 # Written in full: the pipelines are those of mmpretrain's imagenet_bs32.py,
 # but its dataset dicts carry ImageNet's `split` argument.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 dataset_type = 'ImageNetLT'
 data_preprocessor = dict(

@@ -4,7 +4,6 @@
 # under data/inat2018:
 #   data/inat2018/iNaturalist18_{train,val}.txt, data/inat2018/train_val2018/
 # Written in full, with the 224 pipelines of mmpretrain's imagenet_bs32.py.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 dataset_type = 'INat2018'
 data_preprocessor = dict(

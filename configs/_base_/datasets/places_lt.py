@@ -3,7 +3,6 @@
 # Put the Places-365 images and the lists under data/places365:
 #   data/places365/Places_LT_{train,val,test}.txt
 # Written in full, with the 224 pipelines of mmpretrain's imagenet_bs32.py.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 dataset_type = 'PlacesLT'
 data_preprocessor = dict(

@@ -1,7 +1,6 @@
 # ResNet-10 (ImageNet ResNet with one BasicBlock per stage): the ImageNet-LT
 # backbone of OLTR, decoupling and RE-OT. Set head.num_classes to 365 for
 # Places-LT or 8142 for iNat 2018.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',

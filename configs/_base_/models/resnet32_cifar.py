@@ -1,7 +1,6 @@
 # ResNet-32 of He et al. 2016 (CIFAR variant, 16/32/64 channels, option-A
 # shortcuts, 0.46M parameters): the CIFAR-LT backbone of LDAM, BCL, GML and
 # RE-OT. Set head.num_classes=10 for CIFAR-10-LT.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',

@@ -1,6 +1,5 @@
 # ResNet-56 of He et al. 2016 (CIFAR variant, 0.85M parameters): GML's
 # CIFAR-100-LT teacher. Set head.num_classes=10 for CIFAR-10-LT.
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',

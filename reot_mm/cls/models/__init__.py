@@ -1,4 +1,5 @@
-"""mmpretrain models of reot_mm (backbones; heads and classifiers may join)."""
+"""mmpretrain models of reot_mm: backbones and heads."""
 from .backbones import CifarBasicBlock, CifarResNet, ResNet10
+from .heads import CosineClsHead
 
-__all__ = ['CifarBasicBlock', 'CifarResNet', 'ResNet10']
+__all__ = ['CifarBasicBlock', 'CifarResNet', 'ResNet10', 'CosineClsHead']
