@@ -96,3 +96,27 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
                ['counts']) == sum(exponential_profile(120, 10, 60))
     # rank 0 evaluated the whole balanced test split (500 images)
     assert 'shot/few' in result.stdout + result.stderr
+
+
+def test_plain_mmengine_launch_fails_on_cpu_without_the_fix(tmp_path):
+    """The same launch through mmengine's own Runner set-up (no
+    setup_distributed) dies on this CPU-only machine: this is the problem
+    reot_mm.engine.distributed fixes."""
+    script = tmp_path / 'plain_train.py'
+    script.write_text(textwrap.dedent(f'''
+        import sys
+        from mmengine.config import Config
+        from mmengine.runner import Runner
+        cfg = Config.fromfile('{ROOT}/configs/demo/reot_resnet8_100e_digitslt.py')
+        cfg.launcher = 'pytorch'
+        cfg.work_dir = sys.argv[1]
+        cfg.train_cfg.max_epochs = 1
+        Runner.from_cfg(cfg).train()
+    '''))
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    result = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         f'--master_port={free_port()}', str(script), str(tmp_path / 'work')],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert 'cuda' in (result.stdout + result.stderr).lower()
