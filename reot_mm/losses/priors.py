@@ -144,9 +144,13 @@ def log_epoch_varying_prior(log_r: torch.Tensor, prior_weight: float,
     Returns:
         Tensor of the shape of ``log_r``.
     """
-    num_classes = log_r.shape[-1]
-    log_uniform = torch.full_like(log_r, -math.log(num_classes))
-    return prior_power * _log_mix(log_uniform, log_r, prior_weight)
+    if prior_weight >= 1.0:
+        log_q = log_r
+    else:
+        num_classes = log_r.shape[-1]
+        log_uniform = torch.full_like(log_r, -math.log(num_classes))
+        log_q = _log_mix(log_uniform, log_r, prior_weight)
+    return log_q if prior_power == 1.0 else prior_power * log_q
 
 
 def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor,

@@ -81,33 +81,43 @@ def cosine_with_margin(cosine: torch.Tensor, target: torch.Tensor,
 class _PriorCrossEntropy(torch.autograd.Function):
     """-log softmax(l/ε + log Q)_y per sample, fused for speed and memory.
 
-    Forward keeps one (B, C) buffer: z = log Q + l/ε, normalised in place to
-    log P; backward turns that same buffer into the gradient in place
-    (P - onehot)·g/ε. This is cheaper than ``F.cross_entropy(l/ε + log Q)``,
-    which allocates the shifted scores, the log-probabilities and two (B, C)
-    gradients (see benchmarks/bench_reot_loss.py). Not twice differentiable.
+    Forward keeps one (B, C) buffer, the log-plan log P; backward turns that
+    buffer into the gradient in place, (P - onehot)·g/ε with
+    P·g/ε = exp(log P + log(g/ε)). ``F.cross_entropy(l/ε + log Q)`` instead
+    allocates the shifted scores, the log-probabilities and two (B, C)
+    gradients; fresh large buffers cost page faults on the CPU (see
+    benchmarks/bench_reot_loss.py). Not twice differentiable: a second
+    backward through the same graph is refused by autograd.
     """
 
     @staticmethod
     def forward(ctx, similarity, log_prior, target, inv_epsilon):
         if log_prior is None:
-            z = similarity.mul(inv_epsilon)
+            scores = similarity if inv_epsilon == 1.0 else \
+                similarity * inv_epsilon
+        elif inv_epsilon == 1.0:
+            scores = similarity + log_prior
         else:
-            z = torch.add(log_prior.expand_as(similarity), similarity,
-                          alpha=inv_epsilon)
-        z.sub_(torch.logsumexp(z, dim=1, keepdim=True))
-        loss = z.gather(1, target[:, None]).squeeze(1).neg()
-        ctx.save_for_backward(z, target)
+            scores = torch.add(log_prior, similarity, alpha=inv_epsilon)
+        log_plan = torch.log_softmax(scores, dim=1)
+        del scores
+        loss = log_plan.gather(1, target[:, None]).squeeze(1).neg()
+        ctx.save_for_backward(log_plan, target)
         ctx.inv_epsilon = inv_epsilon
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
-        z, target = ctx.saved_tensors
-        scale = (grad_loss * ctx.inv_epsilon)[:, None]
-        grad = z.exp_().mul_(scale)
-        grad.scatter_add_(1, target[:, None], -scale)
+        log_plan, target = ctx.saved_tensors
+        scale = grad_loss if ctx.inv_epsilon == 1.0 else \
+            grad_loss * ctx.inv_epsilon
+        if scale.min() < 0:
+            grad = log_plan.exp_().mul_(scale[:, None])
+        else:
+            # one pass fewer: fold the (non-negative) scale into the exponent
+            grad = log_plan.add_(scale.log()[:, None]).exp_()
+        grad.scatter_add_(1, target[:, None], -scale[:, None])
         return grad, None, None, None
 
 
@@ -292,6 +302,8 @@ class REOTLoss(torch.nn.Module):
         self.set_prior_schedule(prior_weight, prior_power)
         # Empty until counts are known; filled from the config or the hook.
         self.register_buffer('class_counts', torch.zeros(0, dtype=torch.float64))
+        # log(n_j / Σn): a non-persistent buffer so it follows .to(device)
+        self.register_buffer('_log_class_ratio', torch.zeros(0), persistent=False)
         if class_counts is not None:
             self.set_class_counts(class_counts)
 
@@ -310,6 +322,12 @@ class REOTLoss(torch.nn.Module):
         counts = priors.smooth_zero_counts(counts, self.min_count)
         # Resizing a registered buffer in place keeps state_dict loading simple.
         self.class_counts = counts.to(self.class_counts.device)
+        self._refresh_log_ratio()
+
+    def _refresh_log_ratio(self) -> None:
+        # derived from class_counts once, not on every forward
+        self._log_class_ratio = priors.log_class_ratio(self.class_counts) \
+            if self.class_counts.numel() else self.class_counts.float()
 
     def set_prior_schedule(self, prior_weight: float,
                            prior_power: float = 1.0) -> None:
@@ -331,6 +349,7 @@ class REOTLoss(torch.nn.Module):
                                                  device=self.class_counts.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._schedule = (float(self.prior_weight), float(self.prior_power))
+        self._refresh_log_ratio()
 
     # ------------------------------------------------------------------ math
     def _counts(self, num_classes: int) -> torch.Tensor:
@@ -385,7 +404,8 @@ class REOTLoss(torch.nn.Module):
             log_batch = priors.log_batch_ratio(dist.all_reduce_sum(local))
             if self.prior == 'batch_ratio':
                 return log_batch.to(device)
-        log_class = priors.log_class_ratio(self._counts(num_classes)).to(device)
+        self._counts(num_classes)  # validates presence and length
+        log_class = self._log_class_ratio
         if self.prior == 'class_ratio':
             return log_class
         if self.prior == 'interpolated' or self.sample_wise_base == 'interpolated':
@@ -483,10 +503,11 @@ class REOTLoss(torch.nn.Module):
             loss = loss * valid
             if avg_factor is None and reduction == 'mean':
                 avg_factor = valid.sum().clamp_min(1).item()
-        if not torch.isfinite(loss.sum()):
-            raise_non_finite(cls_score)
         loss = weight_reduce_loss(loss, weight, reduction, avg_factor)
-        return self.loss_weight * loss
+        # one scalar check (one device sync); diagnose only on failure
+        if not torch.isfinite(loss if loss.ndim == 0 else loss.sum()):
+            raise_non_finite(cls_score)
+        return loss if self.loss_weight == 1.0 else self.loss_weight * loss
 
     def extra_repr(self) -> str:
         return (f'cost={self.cost}, epsilon={self.epsilon}, prior={self.prior}, '

@@ -46,10 +46,11 @@ def check_labels(target: torch.Tensor, num_classes: int,
         labels = target[target != ignore_index]
         if labels.numel() == 0:
             return
-    # one reduction (one device sync) on the common, valid path
-    if not ((labels < 0) | (labels >= num_classes)).any():
+    # one fused reduction and one device sync on the common, valid path
+    low, high = torch.aminmax(labels)
+    low, high = int(low), int(high)
+    if low >= 0 and high < num_classes:
         return
-    low, high = int(labels.min()), int(labels.max())
     raise ValueError(
         f'{name} has labels in [{low}, {high}] but the scores have '
         f'{num_classes} classes; expected labels in [0, {num_classes})')
