@@ -38,26 +38,33 @@ def count_dataset_classes(dataset, num_classes: int) -> np.ndarray:
     """
     total = np.zeros(num_classes, dtype=np.int64)
     for leaf in unwrap_datasets(dataset):
-        if hasattr(leaf, 'get_gt_labels'):
-            labels = np.asarray(leaf.get_gt_labels(), dtype=np.int64).reshape(-1)
-        elif hasattr(leaf, 'get_cat_ids'):
-            if hasattr(leaf, 'full_init'):
-                leaf.full_init()
-            per_item = [np.asarray(leaf.get_cat_ids(i), dtype=np.int64).reshape(-1)
-                        for i in range(len(leaf))]
-            labels = (np.concatenate(per_item) if per_item
-                      else np.zeros(0, dtype=np.int64))
-        else:
-            raise TypeError(
-                f'cannot count classes of {type(leaf).__name__}: it has neither '
-                'get_gt_labels() nor get_cat_ids(); give class_counts or '
-                'class_counts_file to ClassStatisticsHook instead')
+        labels = _leaf_labels(leaf)
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(
                 f'{type(leaf).__name__} has labels in [{labels.min()}, '
                 f'{labels.max()}] but num_classes is {num_classes}')
         total += np.bincount(labels, minlength=num_classes)[:num_classes]
     return total
+
+
+def _leaf_labels(leaf) -> np.ndarray:
+    """All training labels of one (unwrapped) dataset, flat int64."""
+    if hasattr(leaf, 'get_gt_labels'):
+        return np.asarray(leaf.get_gt_labels(), dtype=np.int64).reshape(-1)
+    unsupported = TypeError(
+        f'cannot count classes of {type(leaf).__name__}: it implements neither '
+        'get_gt_labels() nor get_cat_ids(); give class_counts or '
+        'class_counts_file to ClassStatisticsHook instead')
+    if not hasattr(leaf, 'get_cat_ids'):
+        raise unsupported
+    if hasattr(leaf, 'full_init'):
+        leaf.full_init()
+    try:
+        per_item = [np.asarray(leaf.get_cat_ids(i), dtype=np.int64).reshape(-1)
+                    for i in range(len(leaf))]
+    except NotImplementedError:  # mmengine's BaseDataset default
+        raise unsupported from None
+    return np.concatenate(per_item) if per_item else np.zeros(0, np.int64)
 
 
 def load_counts_file(path: str) -> List[float]:
