@@ -55,3 +55,34 @@ def test_config_builds_and_steps(path):
     total.backward()
     predictions = model(inputs, samples, mode='predict')
     assert predictions[0].pred_score.shape == (num_classes, )
+
+
+@pytest.mark.parametrize('config, ann_keys', [
+    ('imagenet_lt/reot_resnet10_110e_imagenetlt.py',
+     ('ImageNet_LT_train.txt', 'ImageNet_LT_val.txt', 'ImageNet_LT_test.txt')),
+    ('inat2018/reot_resnet50_90e_inat2018.py',
+     ('iNaturalist18_train.txt', 'iNaturalist18_val.txt')),
+])
+def test_list_dataset_configs_load_real_lists(tmp_path, config, ann_keys):
+    """The full-size list configs build their datasets and pipelines on a
+    generated miniature of the benchmark layout (`path label` lists)."""
+    import numpy as np
+    from mmengine.dataset import Compose
+    from mmpretrain.registry import DATASETS
+    from PIL import Image
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', config))
+    init_default_scope('mmpretrain')
+    (tmp_path / 'train').mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 50, 3), 60 * i, np.uint8)).save(
+            tmp_path / 'train' / f'{i}.jpg')
+    for name in ann_keys:
+        (tmp_path / name).write_text(''.join(f'train/{i}.jpg {i}\n' for i in range(3)))
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        dataset_cfg = dict(loader.dataset, data_root=str(tmp_path))
+        dataset = DATASETS.build(dataset_cfg)
+        assert len(dataset) == 3
+        assert dataset.get_gt_labels().tolist() == [0, 1, 2]
+        packed = dataset[1]
+        assert tuple(packed['inputs'].shape) == (3, 224, 224)
+        assert isinstance(dataset.pipeline, Compose)

@@ -15,6 +15,19 @@ class _LongTailedCIFARMixin:
     Shared by :class:`CIFAR10LT` and :class:`CIFAR100LT`; see their docstring.
     """
 
+    def __init__(self,
+                 data_root: str = '',
+                 split: str = 'train',
+                 imbalance_factor: float = 100,
+                 max_per_class: Optional[int] = None,
+                 seed: int = 0,
+                 check_integrity: bool = True,
+                 **kwargs):
+        self._init_long_tail(imbalance_factor, max_per_class, seed,
+                             check_integrity)
+        # next in the MRO: mmpretrain's CIFAR10 / CIFAR100
+        super().__init__(data_root=data_root, split=split, **kwargs)
+
     def _init_long_tail(self, imbalance_factor: float,
                         max_per_class: Optional[int], seed: int,
                         check_integrity: bool) -> None:
@@ -106,18 +119,6 @@ class CIFAR10LT(_LongTailedCIFARMixin, CIFAR10):
             subsampling; None for the test split or before loading.
     """
 
-    def __init__(self,
-                 data_root: str = '',
-                 split: str = 'train',
-                 imbalance_factor: float = 100,
-                 max_per_class: Optional[int] = None,
-                 seed: int = 0,
-                 check_integrity: bool = True,
-                 **kwargs):
-        self._init_long_tail(imbalance_factor, max_per_class, seed,
-                             check_integrity)
-        super().__init__(data_root=data_root, split=split, **kwargs)
-
 
 @DATASETS.register_module()
 class CIFAR100LT(_LongTailedCIFARMixin, CIFAR100):
@@ -126,15 +127,3 @@ class CIFAR100LT(_LongTailedCIFARMixin, CIFAR100):
     Same recipe and arguments as :class:`CIFAR10LT`; ``data_root`` holds
     ``cifar-100-python`` and the head class has 500 images by default.
     """
-
-    def __init__(self,
-                 data_root: str = '',
-                 split: str = 'train',
-                 imbalance_factor: float = 100,
-                 max_per_class: Optional[int] = None,
-                 seed: int = 0,
-                 check_integrity: bool = True,
-                 **kwargs):
-        self._init_long_tail(imbalance_factor, max_per_class, seed,
-                             check_integrity)
-        super().__init__(data_root=data_root, split=split, **kwargs)
