@@ -7,11 +7,10 @@ instance), and dataset wrappers are unwrapped: ``ClassBalancedDataset`` and
 annotated distribution, not the re-sampled one), ``ConcatDataset`` sums its
 parts.
 """
-import json
-import os.path as osp
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import numpy as np
+
 
 
 def unwrap_datasets(dataset) -> list:
@@ -67,36 +66,9 @@ def _leaf_labels(leaf) -> np.ndarray:
     return np.concatenate(per_item) if per_item else np.zeros(0, np.int64)
 
 
-def load_counts_file(path: str) -> List[float]:
-    """Read counts from a JSON list (or ``{"class_counts": [...]}``) or a text
-    file with whitespace-separated numbers."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'class_counts_file {path!r} does not exist')
-    with open(path) as handle:
-        text = handle.read()
-    if path.endswith('.json'):
-        data = json.loads(text)
-        if isinstance(data, dict):
-            if 'class_counts' not in data:
-                raise ValueError(f'class_counts_file {path!r} is a JSON object '
-                                 'without a "class_counts" key')
-            data = data['class_counts']
-        return [float(v) for v in data]
-    try:
-        return [float(v) for v in text.split()]
-    except ValueError as error:
-        raise ValueError(f'class_counts_file {path!r} must hold numbers: '
-                         f'{error}') from None
-
-
 def dataset_num_classes(dataset) -> Optional[int]:
     """Number of classes from ``metainfo['classes']`` if the dataset has it."""
     leaves = unwrap_datasets(dataset)
     metainfo = getattr(leaves[0], 'metainfo', None) or {}
     classes = metainfo.get('classes')
     return None if classes is None else len(classes)
-
-
-def save_counts_file(path: str, counts: Sequence[float]) -> None:
-    with open(path, 'w') as handle:
-        json.dump({'class_counts': [float(c) for c in counts]}, handle)

@@ -1,14 +1,13 @@
 """Many / medium / few-shot accuracy for long-tailed classification."""
-import json
-import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
-from mmengine.fileio import get_text
 from mmengine.logging import MessageHub
 from mmengine.registry import METRICS
+
+from reot_mm.counts_file import load_counts_file
 
 #: MessageHub runtime-info key under which the class-statistics hook publishes
 #: the per-class training counts (a list of C numbers).
@@ -33,19 +32,6 @@ def _as_counts(values, source: str) -> np.ndarray:
         raise ValueError(
             f'{source} must hold finite counts >= 0, got {counts.tolist()}')
     return counts
-
-
-def _load_counts_file(path: str) -> np.ndarray:
-    """Read counts from a json list or a text file of numbers."""
-    text = get_text(path)
-    if osp.splitext(path)[1].lower() == '.json':
-        values = json.loads(text)
-        # Same format as the ClassStatisticsHook's save_file.
-        if isinstance(values, dict) and 'class_counts' in values:
-            values = values['class_counts']
-    else:
-        values = [float(token) for token in text.replace(',', ' ').split()]
-    return _as_counts(values, f'class_counts_file {path!r}')
 
 
 def _to_int(value) -> int:
@@ -143,7 +129,9 @@ class ShotAccuracy(BaseMetric):
         if class_counts is not None:
             self.class_counts = _as_counts(class_counts, 'class_counts')
         elif class_counts_file is not None:
-            self.class_counts = _load_counts_file(class_counts_file)
+            self.class_counts = _as_counts(
+                load_counts_file(class_counts_file),
+                f'class_counts_file {class_counts_file!r}')
         else:
             self.class_counts = None  # looked up in the MessageHub later
         if not few_threshold <= many_threshold:

@@ -9,6 +9,7 @@ from mmengine.dataset import (BaseDataset, ClassBalancedDataset, ConcatDataset,
 import reot_mm  # noqa: F401
 from reot_mm.cls.datasets import DigitsLT
 from reot_mm.cls.datasets.long_tail import exponential_profile
+from reot_mm import counts_file
 from reot_mm.engine import class_stats
 
 DIGITS = exponential_profile(120, 10, 60)
@@ -68,14 +69,16 @@ def test_counts_files(tmp_path):
     (tmp_path / 'c.txt').write_text('7 8\n9\n')
     (tmp_path / 'd.json').write_text(json.dumps({'counts': [1]}))
     (tmp_path / 'e.txt').write_text('7 x')
-    assert class_stats.load_counts_file(str(tmp_path / 'a.json')) == [3, 4]
-    assert class_stats.load_counts_file(str(tmp_path / 'b.json')) == [5, 6]
-    assert class_stats.load_counts_file(str(tmp_path / 'c.txt')) == [7, 8, 9]
+    (tmp_path / 'f.txt').write_text('1, 2,3')
+    assert counts_file.load_counts_file(str(tmp_path / 'a.json')) == [3, 4]
+    assert counts_file.load_counts_file(str(tmp_path / 'b.json')) == [5, 6]
+    assert counts_file.load_counts_file(str(tmp_path / 'c.txt')) == [7, 8, 9]
+    assert counts_file.load_counts_file(str(tmp_path / 'f.txt')) == [1, 2, 3]
     with pytest.raises(ValueError, match='"class_counts" key'):
-        class_stats.load_counts_file(str(tmp_path / 'd.json'))
+        counts_file.load_counts_file(str(tmp_path / 'd.json'))
     with pytest.raises(ValueError, match='must hold numbers'):
-        class_stats.load_counts_file(str(tmp_path / 'e.txt'))
+        counts_file.load_counts_file(str(tmp_path / 'e.txt'))
     with pytest.raises(FileNotFoundError, match='does not exist'):
-        class_stats.load_counts_file(str(tmp_path / 'missing.json'))
-    class_stats.save_counts_file(str(tmp_path / 'out.json'), [1, 2])
-    assert class_stats.load_counts_file(str(tmp_path / 'out.json')) == [1, 2]
+        counts_file.load_counts_file(str(tmp_path / 'missing.json'))
+    counts_file.save_counts_file(str(tmp_path / 'out.json'), [1, 2])
+    assert counts_file.load_counts_file(str(tmp_path / 'out.json')) == [1, 2]

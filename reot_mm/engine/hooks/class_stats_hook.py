@@ -8,6 +8,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import DATASETS, HOOKS
 
 from reot_mm import dist
+from reot_mm import counts_file
 from reot_mm.engine import class_stats
 from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY
 
@@ -88,7 +89,7 @@ class ClassStatisticsHook(Hook):
         if self.explicit_counts is not None:
             counts = list(self.explicit_counts)
         elif self.class_counts_file is not None:
-            counts = class_stats.load_counts_file(self.class_counts_file)
+            counts = counts_file.load_counts_file(self.class_counts_file)
         else:
             dataset = self._training_dataset(runner)
             if num_classes is None:
@@ -130,7 +131,7 @@ class ClassStatisticsHook(Hook):
             f'{int(counts.sum())} samples, max/min count '
             f'{counts.max().item():g}/{counts.min().item():g}')
         if self.save_file is not None and dist.get_rank() == 0:
-            class_stats.save_counts_file(self.save_file, counts.tolist())
+            counts_file.save_counts_file(self.save_file, counts.tolist())
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.class_counts is not None:
