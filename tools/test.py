@@ -8,6 +8,7 @@ import argparse
 
 import reot_mm  # noqa: F401  (registers the plugin's modules)
 from reot_mm.engine.cli import add_common_args, build_runner, load_config
+from reot_mm.engine.distributed import teardown_distributed
 
 
 def parse_args(argv=None):
@@ -39,6 +40,7 @@ def main(argv=None):
     if args.out is not None and args.out_item == 'metrics':
         import mmengine
         mmengine.dump(metrics, args.out)
+    teardown_distributed()
 
 
 if __name__ == '__main__':

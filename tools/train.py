@@ -8,6 +8,7 @@ import argparse
 
 import reot_mm  # noqa: F401  (registers the plugin's modules)
 from reot_mm.engine.cli import add_common_args, build_runner, load_config
+from reot_mm.engine.distributed import teardown_distributed
 
 
 def parse_args(argv=None):
@@ -47,6 +48,7 @@ def main(argv=None):
     if args.auto_scale_lr:
         cfg.setdefault('auto_scale_lr', {})['enable'] = True
     build_runner(cfg).train()
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -68,3 +68,15 @@ def setup_distributed(cfg, launcher: str) -> None:
         wrapper.setdefault('find_unused_parameters',
                            cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
+
+
+def teardown_distributed() -> None:
+    """Wait for every rank, then destroy the process group.
+
+    Without it a rank that finishes first (e.g. a non-zero rank while rank 0
+    still writes ``--out``) exits and closes its gloo sockets under the others,
+    which then abort.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import pickle
 import socket
 import subprocess
 import sys
@@ -96,6 +97,21 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
                ['counts']) == sum(exponential_profile(120, 10, 60))
     # rank 0 evaluated the whole balanced test split (500 images)
     assert 'shot/few' in result.stdout + result.stderr
+
+    # tools/dist_test.sh on the checkpoint: both ranks predict, rank 0 dumps
+    out = tmp_path / 'preds.pkl'
+    env['PORT'] = str(free_port())
+    result = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'dist_test.sh'), str(config),
+         str(work_dir / 'epoch_3.pth'), '2', '--work-dir', str(work_dir),
+         '--out', str(out)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out, 'rb') as handle:
+        predictions = pickle.load(handle)
+    assert len(predictions) == 500
+    assert sorted(int(p['gt_label']) for p in predictions) == \
+        sorted([c for c in range(10) for _ in range(50)])
 
 
 def test_plain_mmengine_launch_fails_on_cpu_without_the_fix(tmp_path):
