@@ -4,9 +4,10 @@ Trains each config with tools/train.py (real Runner, CPU) for every seed and
 prints mean ± std of overall (= balanced, the test split is balanced),
 many-, medium- and few-shot accuracy of the final model.
 
-    python benchmarks/digits_lt_accuracy.py [--seeds 0 1 2 3 4] [--jobs 2]
+    python benchmarks/digits_lt_accuracy.py [--seeds 0 1 2 3 4] [--jobs 1]
 """
 import argparse
+import os
 import os.path as osp
 import statistics
 import sys
@@ -25,7 +26,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--configs', nargs='+', default=list(CONFIGS))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument('--jobs', type=int, default=2)
+    parser.add_argument('--jobs', type=int, default=1,
+                        help='parallel runs (each then uses one thread)')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs',
                                                        'digits_lt_accuracy'))
     args = parser.parse_args()
@@ -37,6 +39,10 @@ def main():
         work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
         return job, run(config, work_dir, seed, quiet=True)
 
+    if args.jobs > 1:
+        # several runs sharing the cores with multi-threaded torch each
+        # oversubscribe them badly (OpenMP spin-waits)
+        os.environ['OMP_NUM_THREADS'] = '1'
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(pool.map(one, jobs))
     print(f'\ndigits-LT (rho=60), balanced test split, seeds {args.seeds}')
