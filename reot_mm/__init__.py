@@ -13,6 +13,7 @@ Configs activate the plugin with
 ``custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)``.
 """
 from .version import __version__
+from . import ot  # noqa: F401  (plain-torch OT solvers, layer 1)
 from . import engine  # noqa: F401  (compat fixes, hooks, wrappers)
 from . import losses  # noqa: F401
 from . import evaluation  # noqa: F401
