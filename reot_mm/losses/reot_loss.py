@@ -78,6 +78,11 @@ def cosine_with_margin(cosine: torch.Tensor, target: torch.Tensor,
     return cosine.scatter(1, labels[:, None], adjusted.to(cosine.dtype))
 
 
+# From about a million scores on, the fused kernel is faster than
+# F.cross_entropy on shifted scores (benchmarks/bench_reot_loss.py).
+_FUSED_MIN_NUMEL = 1 << 20
+
+
 class _PriorCrossEntropy(torch.autograd.Function):
     """-log softmax(l/ε + log Q)_y per sample, fused for speed and memory.
 
@@ -148,8 +153,16 @@ def inverse_reot_loss(similarity: torch.Tensor, target: torch.Tensor,
     if log_prior is not None:
         log_prior = log_prior.to(similarity.dtype)
     if target.ndim == 1 and not focal_gamma:
-        loss = _PriorCrossEntropy.apply(similarity, log_prior, target,
-                                        1.0 / epsilon)
+        if similarity.numel() >= _FUSED_MIN_NUMEL:
+            loss = _PriorCrossEntropy.apply(similarity, log_prior, target,
+                                            1.0 / epsilon)
+        else:
+            # small batches: the fused function's fixed Python cost (its own
+            # forward/backward) outweighs the memory it saves
+            scores = similarity if epsilon == 1.0 else similarity / epsilon
+            if log_prior is not None:
+                scores = scores + log_prior
+            loss = F.cross_entropy(scores, target, reduction='none')
         if class_weights is not None:
             loss = loss * class_weights.to(loss)[target]
         return loss
@@ -328,6 +341,7 @@ class REOTLoss(torch.nn.Module):
         # derived from class_counts once, not on every forward
         self._log_class_ratio = priors.log_class_ratio(self.class_counts) \
             if self.class_counts.numel() else self.class_counts.float()
+        self._class_log_q = None
 
     def set_prior_schedule(self, prior_weight: float,
                            prior_power: float = 1.0) -> None:
@@ -340,6 +354,7 @@ class REOTLoss(torch.nn.Module):
         self.prior_power.fill_(float(prior_power))
         # host copies: reading a CUDA buffer in forward would sync the device
         self._schedule = (float(prior_weight), float(prior_power))
+        self._class_log_q = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # class_counts has no fixed size: take the checkpoint's shape.
@@ -376,11 +391,23 @@ class REOTLoss(torch.nn.Module):
                                           self.ldam_max_margin, self.ldam_power)
             margins = margins.to(cls_score.device)
             return -_soft_labels(target, num_classes) * margins / self.epsilon
-        log_r = self._log_ratio(cls_score, target, teacher_probs)
         weight, power = self._schedule
         if weight == 0.0:
             return None
+        if self.prior == 'class_ratio':
+            # depends only on counts and schedule: computed once per change
+            self._counts(num_classes)
+            if self._class_log_q is None:
+                self._class_log_q = priors.log_epoch_varying_prior(
+                    self._log_class_ratio, weight, power)
+            return self._class_log_q
+        log_r = self._log_ratio(cls_score, target, teacher_probs)
         return priors.log_epoch_varying_prior(log_r, weight, power)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() move buffers; drop the derived cache
+        self._class_log_q = None
+        return super()._apply(fn, *args, **kwargs)
 
     def _log_ratio(self, cls_score, target, teacher_probs):
         num_classes = cls_score.shape[-1]

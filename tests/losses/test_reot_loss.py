@@ -411,7 +411,7 @@ def test_fused_kernel_gradient_float64(epsilon, prior_rows):
     one graph, and the kernel reuses its saved buffer in place (it refuses a
     second backward, as the version-counter check below shows).
     """
-    from reot_mm.losses.reot_loss import inverse_reot_loss
+    from reot_mm.losses.reot_loss import _PriorCrossEntropy
     generator = torch.Generator().manual_seed(6)
     similarity = torch.randn(5, 4, dtype=torch.float64, generator=generator)
     labels = torch.randint(0, 4, (5, ), generator=generator)
@@ -420,7 +420,8 @@ def test_fused_kernel_gradient_float64(epsilon, prior_rows):
     weights = torch.rand(5, dtype=torch.float64, generator=generator)
 
     def objective(x):
-        return (weights * inverse_reot_loss(x, labels, log_prior, epsilon)).sum()
+        return (weights * _PriorCrossEntropy.apply(x, log_prior, labels,
+                                                   1.0 / epsilon)).sum()
 
     x = similarity.clone().requires_grad_(True)
     objective(x).backward()
@@ -436,3 +437,41 @@ def test_fused_kernel_gradient_float64(epsilon, prior_rows):
     out.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match='inplace operation'):
         out.backward()
+
+
+@pytest.mark.parametrize('epsilon', [1.0, 0.5])
+def test_fused_and_plain_paths_agree(batch, epsilon, monkeypatch):
+    """Large inputs take the fused kernel, small ones F.cross_entropy on
+    shifted scores; both give the same values and gradients."""
+    import reot_mm.losses.reot_loss as reot_loss
+    logits, labels = batch
+    weight = torch.rand(B)
+    loss = REOTLoss(prior='class_ratio', class_counts=COUNTS, epsilon=epsilon)
+    loss.set_prior_schedule(0.3)
+
+    def run(x):
+        return loss(x, labels, weight=weight)
+
+    monkeypatch.setattr(reot_loss, '_FUSED_MIN_NUMEL', 0)
+    value_fused, grad_fused = _grad(run, logits)
+    monkeypatch.setattr(reot_loss, '_FUSED_MIN_NUMEL', 1 << 40)
+    value_plain, grad_plain = _grad(run, logits)
+    torch.testing.assert_close(value_fused, value_plain)
+    torch.testing.assert_close(grad_fused, grad_plain)
+
+
+def test_cached_prior_follows_schedule_and_counts(batch):
+    logits, labels = batch
+    loss = REOTLoss(prior='class_ratio', class_counts=COUNTS)
+    first = loss(logits, labels)
+    loss.set_prior_schedule(0.0)
+    torch.testing.assert_close(loss(logits, labels),
+                               F.cross_entropy(logits, labels))
+    loss.set_prior_schedule(1.0)
+    torch.testing.assert_close(loss(logits, labels), first)
+    loss.set_class_counts(COUNTS.flip(0))
+    torch.testing.assert_close(
+        loss(logits, labels),
+        F.cross_entropy(logits + COUNTS.flip(0).log(), labels))
+    loss.double()
+    assert loss(logits.double(), labels).dtype == torch.float64
