@@ -38,8 +38,12 @@ def make_candidates(num_classes, device):
     ramp.set_prior_schedule(0.5)
     interpolated = REOTLoss(prior='interpolated', class_counts=counts).to(device)
     interpolated.set_prior_schedule(0.5)
+    log_q = (counts / counts.sum()).log().to(device)
     return {
         'CE (F.cross_entropy)': lambda x, y: F.cross_entropy(x, y),
+        # the cost model, "CE plus an add", written directly
+        'floor: F.cross_entropy(l + log Q)':
+        lambda x, y: F.cross_entropy(x + log_q, y),
         'RE-OT class ratio, λ=1 (Balanced Softmax)': fixed,
         'RE-OT class ratio, λ=0.5': ramp,
         'RE-OT Eq.37 interpolated, λ=0.5': interpolated,
