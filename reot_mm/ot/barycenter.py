@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from .sinkhorn import _check_epsilon, log_kernel
+from .sinkhorn import check_iteration_args, check_positive, log_kernel
 
 __all__ = ['BarycenterResult', 'reot_barycenter', 'deblur_prior']
 
@@ -115,7 +115,7 @@ def reot_barycenter(histograms: torch.Tensor,
         ValueError: invalid ε, shapes, histograms, weights or prior, or a
             histogram with mass where the kernel column is entirely zero.
     """
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_positive(epsilon)
     histograms = _check_histograms(histograms)
     if not isinstance(cost, torch.Tensor) or cost.ndim != 2:
         raise ValueError(f'cost must be a torch.Tensor of shape (n, m), got '
@@ -128,12 +128,8 @@ def reot_barycenter(histograms: torch.Tensor,
                          f'{tuple(cost.shape)}')
     if torch.isnan(cost).any() or torch.isneginf(cost).any():
         raise ValueError('cost must be finite or +inf, got NaN or -inf')
-    if int(max_iter) < 1:
-        raise ValueError(f'max_iter must be >= 1, got {max_iter}')
-    if int(check_every) < 1:
-        raise ValueError(f'check_every must be >= 1, got {check_every}')
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f'tol must be a positive finite number, got {tol}')
+    max_iter, check_every, tol = check_iteration_args(max_iter, check_every,
+                                                      tol)
     dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
     device = cost.device
 

@@ -24,7 +24,7 @@ from typing import List, Optional
 
 import torch
 
-from .sinkhorn import reot_sinkhorn
+from .sinkhorn import check_positive, reot_sinkhorn
 
 __all__ = [
     'PosthocOTResult', 'logit_adjustment', 'posthoc_ot', 'fit_otlm',
@@ -46,18 +46,6 @@ def _check_matrix(x, name: str) -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f'{name} must be a floating tensor, got {x.dtype}')
     return x
-
-
-def _check_positive(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{name} must be a positive finite number, got '
-                         f'{value!r}') from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f'{name} must be a positive finite number, got '
-                         f'{value}')
-    return value
 
 
 def _check_distribution(p, name: str, size: int, dtype, device,
@@ -174,7 +162,7 @@ def posthoc_ot(log_probs: torch.Tensor,
             summing to 1, non-(N, K) ``log_probs``.
     """
     log_probs = _check_matrix(log_probs, 'log_probs')
-    lam = _check_positive(lam, 'lam')
+    lam = check_positive(lam, 'lam')
     n, k = log_probs.shape
     dtype = _working_dtype(log_probs)
     if target_marginal is not None:
@@ -292,8 +280,8 @@ def fit_otlm(logits: torch.Tensor,
     n, k = logits.shape
     dtype = _working_dtype(logits)
     logits = logits.to(dtype)
-    lam = _check_positive(lam, 'lam')
-    lr = _check_positive(lr, 'lr')
+    lam = check_positive(lam, 'lam')
+    lr = check_positive(lr, 'lr')
     if int(iters) < 1:
         raise ValueError(f'iters must be >= 1, got {iters}')
     if not (math.isfinite(float(weight_decay)) and weight_decay >= 0):

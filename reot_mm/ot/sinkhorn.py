@@ -102,21 +102,33 @@ def log_kernel(cost: torch.Tensor, epsilon: float,
     return out
 
 
-def _check_epsilon(epsilon) -> float:
-    if isinstance(epsilon, torch.Tensor):
-        if epsilon.numel() != 1:
-            raise ValueError('epsilon must be a scalar, got a tensor of shape '
-                             f'{tuple(epsilon.shape)}')
-        epsilon = epsilon.item()
+def check_positive(value, name: str = 'epsilon') -> float:
+    """A positive finite number (a Python scalar or one-element tensor)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f'{name} must be a scalar, got a tensor of shape '
+                             f'{tuple(value.shape)}')
+        value = value.item()
     try:
-        epsilon = float(epsilon)
+        value = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f'epsilon must be a positive finite number, got '
-                         f'{epsilon!r}') from None
-    if not math.isfinite(epsilon) or epsilon <= 0:
-        raise ValueError(f'epsilon must be a positive finite number, got '
-                         f'{epsilon}')
-    return epsilon
+        raise ValueError(f'{name} must be a positive finite number, got '
+                         f'{value!r}') from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f'{name} must be a positive finite number, got '
+                         f'{value}')
+    return value
+
+
+def check_iteration_args(max_iter, check_every, tol) -> tuple:
+    """Validate the stopping arguments shared by the iterative solvers."""
+    if int(max_iter) < 1:
+        raise ValueError(f'max_iter must be >= 1, got {max_iter}')
+    if int(check_every) < 1:
+        raise ValueError(f'check_every must be >= 1, got {check_every}')
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f'tol must be a positive finite number, got {tol}')
+    return int(max_iter), int(check_every), float(tol)
 
 
 def _check_cost(cost) -> torch.Tensor:
@@ -252,19 +264,14 @@ def reot_sinkhorn(cost: torch.Tensor,
             positive (infeasible problem).
         RuntimeError: a non-finite value appeared in the potentials.
     """
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_positive(epsilon)
     if constraints not in _CONSTRAINTS:
         raise ValueError(f"constraints must be one of {_CONSTRAINTS}, got "
                          f'{constraints!r}')
     if grad not in _GRADS:
         raise ValueError(f'grad must be one of {_GRADS}, got {grad!r}')
-    if int(max_iter) < 1:
-        raise ValueError(f'max_iter must be >= 1, got {max_iter}')
-    if int(check_every) < 1:
-        raise ValueError(f'check_every must be >= 1, got {check_every}')
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f'tol must be a positive finite number, got {tol}')
-    max_iter, check_every = int(max_iter), int(check_every)
+    max_iter, check_every, tol = check_iteration_args(max_iter, check_every,
+                                                      tol)
 
     cost = _check_cost(cost)
     batched = cost.ndim == 3
