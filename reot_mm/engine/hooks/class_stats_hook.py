@@ -6,11 +6,13 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import DATASETS, HOOKS
+from mmengine.runner import BaseLoop
 
 from reot_mm import dist
 from reot_mm import counts_file
 from reot_mm.engine import class_stats
 from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY
+from reot_mm.losses.priors import validate_class_counts
 
 CHECKPOINT_KEY = 'reot_mm_class_counts'
 
@@ -71,18 +73,16 @@ class ClassStatisticsHook(Hook):
 
     # ------------------------------------------------------------- resolving
     def _training_dataset(self, runner):
-        loader = runner.train_dataloader if runner._train_dataloader is not None \
-            else None
-        if loader is None:
-            cfg = runner.cfg.get('train_dataloader')
-            if cfg is None:
-                raise RuntimeError(
-                    'ClassStatisticsHook needs a training dataset to count '
-                    'classes, or class_counts / class_counts_file')
-            return DATASETS.build(cfg['dataset'])
-        if isinstance(loader, dict):
-            return DATASETS.build(loader['dataset'])
-        return loader.dataset
+        # Training: the loop, and with it the dataset, is built before
+        # before_run. Testing: build only the dataset, not a train loop.
+        if isinstance(runner._train_loop, BaseLoop):
+            return runner.train_loop.dataloader.dataset
+        cfg = runner.cfg.get('train_dataloader')
+        if cfg is None:
+            raise RuntimeError(
+                'ClassStatisticsHook needs a training dataset to count '
+                'classes, or class_counts / class_counts_file')
+        return DATASETS.build(cfg['dataset'])
 
     def resolve_counts(self, runner) -> torch.Tensor:
         num_classes = self.num_classes
@@ -99,15 +99,7 @@ class ClassStatisticsHook(Hook):
                     'ClassStatisticsHook: the dataset has no metainfo '
                     "['classes']; set num_classes")
             counts = class_stats.count_dataset_classes(dataset, num_classes)
-        counts = torch.as_tensor(counts, dtype=torch.float64)
-        if num_classes is not None and counts.numel() != num_classes:
-            raise ValueError(
-                f'class counts have {counts.numel()} entries but num_classes '
-                f'is {num_classes}')
-        if counts.ndim != 1 or (counts < 0).any() or not torch.isfinite(counts).all():
-            raise ValueError('class counts must be a 1-D list of finite, '
-                             f'non-negative numbers, got {counts.tolist()[:20]}')
-        return counts
+        return validate_class_counts(counts, num_classes)
 
     def _sync(self, counts: torch.Tensor) -> torch.Tensor:
         # Same length on every rank is guaranteed by num_classes validation.
