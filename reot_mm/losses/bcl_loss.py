@@ -31,7 +31,14 @@ Everything is vectorised over anchors, candidates and classes: the class
 weights 1/(n_j − [j = y]) enter as an additive log-weight before one
 ``logsumexp`` (log domain, no overflow for small τ), positives are summed with
 class-sum embeddings (z_i·Σ_{k ∈ y} z_k), and the prototype block is handled
-as a dense (anchors × C) block without masks.
+as a dense (anchors × C) block without masks. For unit vectors (``BCLLoss``
+normalises) the denominator is one fused autograd function
+(``_ShiftedExpSum``): the log-sum-exp shift is the constant 1/τ, the own
+class's 1/(n_y − 1) weight is applied at its Σ_i m_{y_i} entries only (found
+from the class-sorted labels, not an (A × N) mask), the exponentiated blocks
+become the gradient in place, and with all rows as anchors the symmetric
+z·zᵀ block needs one backward product instead of two
+(``benchmarks/bench_bcl_loss.py``).
 """
 import math
 from typing import Dict, Optional, Sequence, Tuple
@@ -76,6 +83,165 @@ def _check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor,
         num_classes = int(labels.max()) + 1 if labels.numel() else 1
     check_labels(labels, num_classes, name='labels')
     return num_classes
+
+
+class _ShiftedExpSum(torch.autograd.Function):
+    """D_i·e^(−shift) of Eq. 9 for the unit-norm path, fused.
+
+    Returns, per anchor i (rows ``[offset, offset + A)`` of ``z``),
+
+        Σ_{k ≠ i} w_ik·exp(z_i·z_k/τ + b_k) + Σ_j v_ij·exp(z_i·c_j/τ + b'_j)
+
+    where the bias b, b' holds −log n_j − shift and the weights w, v are 1
+    except at a few listed entries (the anchor's own class, see
+    ``balanced_contrastive_loss``). Forward keeps the two exponentiated
+    blocks E (A, N) and E' (A, C), weighted in place; backward turns them
+    into the gradient of the scores in place (E·g) and needs no other
+    (A, N)-sized temporary. When the anchors are all the rows the score block
+    is z·zᵀ/τ, symmetric in its two factors, and one product (G + Gᵀ)·z
+    replaces the two of autograd. Not twice differentiable (a second
+    backward through the same graph is refused by autograd).
+    """
+
+    @staticmethod
+    def forward(ctx, z, protos, col_bias, proto_bias, pair_index, pair_scale,
+                proto_index, proto_scale, offset, num_anchors, inv_tau):
+        anchors = z[offset:offset + num_anchors]
+        # E = exp(s + b): addmm writes the bias, then accumulates the product
+        block = torch.addmm(col_bias[None, :], anchors, z.t(), alpha=inv_tau)
+        block.exp_()
+        block[:, offset:offset + num_anchors].diagonal().zero_()  # k ≠ i
+        if pair_index is not None:
+            flat = block.view(-1)
+            flat.index_copy_(0, pair_index,
+                             flat.index_select(0, pair_index).mul_(pair_scale))
+        total = block.sum(1)
+        saved = [z, block]
+        if protos is not None:
+            proto_block = torch.addmm(proto_bias[None, :], anchors, protos.t(),
+                                      alpha=inv_tau).exp_()
+            if proto_index is not None:
+                flat = proto_block.view(-1)
+                flat.index_copy_(0, proto_index, flat.index_select(
+                    0, proto_index).mul_(proto_scale))
+            total += proto_block.sum(1)
+            saved += [protos, proto_block]
+        ctx.save_for_backward(*saved)
+        ctx.offset, ctx.num_anchors, ctx.inv_tau = offset, num_anchors, inv_tau
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total):
+        z, block, *rest = ctx.saved_tensors
+        offset, num_anchors, inv_tau = ctx.offset, ctx.num_anchors, ctx.inv_tau
+        anchors = z[offset:offset + num_anchors]
+        # d total_i / d s_ik = E_ik (weights included), so G = E·g in place
+        scale = grad_total[:, None] * inv_tau
+        grad_block = block.mul_(scale)
+        if offset == 0 and num_anchors == z.shape[0]:
+            grad_z = torch.mm(grad_block + grad_block.t(), z)
+        else:
+            grad_z = torch.mm(grad_block.t(), anchors)
+            grad_z[offset:offset + num_anchors].addmm_(grad_block, z)
+        grad_protos = None
+        if rest:
+            protos, proto_block = rest
+            grad_proto_block = proto_block.mul_(scale)
+            grad_z[offset:offset + num_anchors].addmm_(grad_proto_block,
+                                                       protos)
+            if ctx.needs_input_grad[1]:
+                grad_protos = torch.mm(grad_proto_block.t(), anchors)
+        return (grad_z, grad_protos) + (None, ) * 9
+
+
+def _same_class_entries(labels: torch.Tensor, anchor_labels: torch.Tensor,
+                        num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices into the (A, N) block of every (anchor, same-class
+    candidate) pair, the anchor itself included, and each pair's row.
+
+    Built from the class-sorted candidates, so the cost is the number of
+    pairs Σ_i m_{y_i} (m_j: batch members of class j), not A·N.
+    """
+    order = torch.argsort(labels, stable=True)
+    members = torch.bincount(labels, minlength=num_classes)
+    first = torch.cumsum(members, 0) - members    # class j starts here in order
+    per_anchor = members.index_select(0, anchor_labels)
+    rows = torch.repeat_interleave(
+        torch.arange(anchor_labels.shape[0], device=labels.device), per_anchor)
+    row_start = torch.cumsum(per_anchor, 0) - per_anchor
+    within = torch.arange(rows.shape[0], device=labels.device) - \
+        row_start.index_select(0, rows)
+    cols = order.index_select(
+        0, first.index_select(0, anchor_labels).index_select(0, rows) + within)
+    return rows * labels.shape[0] + cols, rows
+
+
+def _fixed_shift_log_denominator(z, labels, protos, counts, log_counts,
+                                 anchor_labels, anchor_offset, num_anchors,
+                                 inv_tau, class_averaging):
+    """log D_i of Eq. 6 / 9 with the constant shift 1/τ (unit vectors), via
+    the fused ``_ShiftedExpSum``: the bias −log n_{y_k} − 1/τ per column, and
+    the own class re-weighted from 1/n_y to 1/(n_y − 1) at its few entries."""
+    shift = inv_tau
+    if class_averaging:
+        col_bias = log_counts.index_select(0, labels).neg_().sub_(shift)
+        proto_bias = log_counts.neg().sub_(shift) if protos is not None \
+            else None
+        # n_y / (n_y − 1) (1 for a singleton class, whose only entry, the
+        # anchor itself, is zero anyway)
+        own_count = counts.index_select(0, anchor_labels)
+        own_scale = own_count / (own_count - 1).clamp(min=1)
+        pair_index, pair_rows = _same_class_entries(
+            labels, anchor_labels, counts.shape[0])
+        pair_scale = own_scale.index_select(0, pair_rows)
+        proto_index = None
+        if protos is not None:
+            proto_index = torch.arange(
+                num_anchors, device=z.device) * protos.shape[0] + anchor_labels
+    else:
+        col_bias = z.new_full((z.shape[0], ), -shift)
+        proto_bias = z.new_full((protos.shape[0], ), -shift) \
+            if protos is not None else None
+        pair_index = pair_scale = proto_index = own_scale = None
+    total = _ShiftedExpSum.apply(z, protos, col_bias, proto_bias, pair_index,
+                                 pair_scale, proto_index, own_scale,
+                                 anchor_offset, num_anchors, inv_tau)
+    return total.log() + shift
+
+
+def _general_log_denominator(z, labels, protos, counts, log_counts, anchors,
+                             anchor_labels, anchor_offset, num_anchors,
+                             inv_tau, class_averaging):
+    """log D_i of Eq. 6 / 9 for any embeddings: logsumexp with the row max."""
+    scaled = anchors * inv_tau
+    own_count = counts.index_select(0, anchor_labels)
+    sims = scaled @ z.t()                                  # (A, N)
+    if class_averaging:
+        # s_ik − log n_{y_k}; same-class candidates over n_y − 1, not n_y
+        sims = sims - log_counts.index_select(0, labels)
+        own_shift = log_counts.index_select(0, anchor_labels) - (
+            own_count - 1).clamp(min=1).log()
+        same = anchor_labels[:, None] == labels[None, :]
+        sims = sims + torch.where(same, own_shift[:, None], 0.0)
+    # k ≠ i: the anchors' own columns
+    sims[:, anchor_offset:anchor_offset + num_anchors].diagonal().fill_(
+        float('-inf'))
+    log_denominator = torch.logsumexp(sims, dim=1)
+    if protos is not None:
+        proto_sims = scaled @ protos.t()
+        if class_averaging:
+            proto_sims = proto_sims - log_counts
+            # c_y weighs 1/(n_y − 1) = 1/n_y + 1/(n_y·(n_y − 1)): add the
+            # difference per row instead of touching the (A, C) block
+            own_sim = (scaled * protos.index_select(0, anchor_labels)).sum(1)
+            own_extra = own_sim - (log_counts.index_select(0, anchor_labels)
+                                   + (own_count - 1).clamp(min=1).log())
+        log_proto = torch.logsumexp(proto_sims, dim=1)
+        if class_averaging:
+            log_proto = torch.logaddexp(log_proto, own_extra)
+        log_denominator = torch.logaddexp(log_denominator, log_proto)
+    return log_denominator
 
 
 def balanced_contrastive_loss(
@@ -190,55 +356,23 @@ def balanced_contrastive_loss(
         log_denominator = torch.logsumexp(class_mean, dim=1)
     else:
         # Eq. 6 / 9: log D_i = logsumexp_k(s_ik − log(n_{y_k} − [y_k = y]))
-        scaled = anchors * inv_tau
         log_counts = counts.log()
-        zero_col = z.new_zeros(())
-        col_bias = -log_counts[labels] if class_averaging else zero_col
         # The log-sum-exp shift: the row max (torch.logsumexp) in general.
         # For unit vectors s_ik <= 1/τ (Cauchy-Schwarz), a constant folded
-        # into the column bias that saves the max and subtract passes; safe while
+        # into the bias that saves the max and subtract passes; safe while
         # the smallest term e^(−2/τ − 2·log n) stays far above fp32's
         # smallest normal (e^−87), otherwise the general path is taken.
         fixed_shift = unit_norm and (
             2 * inv_tau + 2 * math.log(total + num_classes + 1) < 80)
-        shift = inv_tau if fixed_shift else 0.0
-        # s_ik − log n_{y_k} − shift (in place: mm's backward does not read
-        # its output)
-        sims = (scaled @ z.t()).add_(col_bias - shift)     # (A, N)
-        if class_averaging:
-            # same-class candidates are averaged over n_y − 1, not n_y
-            own_shift = log_counts[anchor_labels] - (
-                own_count - 1).clamp(min=1).log()
-            same = anchor_labels[:, None] == labels[None, :]
-            sims.add_(torch.where(same, own_shift[:, None], 0.0))
-        # k ≠ i: the anchors' own columns (in place, as above)
-        sims[:, anchor_offset:anchor_offset + num_anchors].diagonal().fill_(
-            float('-inf'))
-        if protos is not None:
-            proto_bias = -log_counts if class_averaging else zero_col
-            proto_sims = (scaled @ protos.t()).add_(proto_bias - shift)
-            if class_averaging:
-                # c_y weighs 1/(n_y − 1) = 1/n_y + 1/(n_y·(n_y − 1)): add the
-                # difference per row instead of touching the (A, C) block
-                own_sim = (scaled * protos.index_select(0, anchor_labels)).sum(1)
-                own_extra = own_sim - shift - (
-                    log_counts[anchor_labels]
-                    + (own_count - 1).clamp(min=1).log())
         if fixed_shift:
-            # exp_ in place: its backward reads only its result
-            total_exp = sims.exp_().sum(1)
-            if protos is not None:
-                total_exp = total_exp + proto_sims.exp_().sum(1)
-                if class_averaging:
-                    total_exp = total_exp + own_extra.exp()
-            log_denominator = total_exp.log() + shift
+            log_denominator = _fixed_shift_log_denominator(
+                z, labels, protos, counts, log_counts, anchor_labels,
+                anchor_offset, num_anchors, inv_tau, class_averaging)
         else:
-            log_denominator = torch.logsumexp(sims, dim=1)
-            if protos is not None:
-                log_proto = torch.logsumexp(proto_sims, dim=1)
-                if class_averaging:
-                    log_proto = torch.logaddexp(log_proto, own_extra)
-                log_denominator = torch.logaddexp(log_denominator, log_proto)
+            log_denominator = _general_log_denominator(
+                z, labels, protos, counts, log_counts, anchors,
+                anchor_labels, anchor_offset, num_anchors, inv_tau,
+                class_averaging)
 
     loss = torch.where(valid, log_denominator - mean_pos,
                        torch.zeros_like(mean_pos))
