@@ -15,7 +15,8 @@ predictions for post-hoc tools (``tools/posthoc.py``,
 import argparse
 
 import reot_mm  # noqa: F401  (registers the plugin's modules)
-from reot_mm.engine.cli import add_common_args, build_runner, load_config
+from reot_mm.engine.cli import (add_common_args, build_runner, load_config,
+                                skip_teacher_for_test)
 from reot_mm.engine.distributed import teardown_distributed
 
 PICKLE = ('.pkl', '.pickle')
@@ -56,6 +57,9 @@ def main(argv=None):
     _check_out(args)
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    if skip_teacher_for_test(cfg):
+        print('tools/test.py: TeacherStudent predicts with the student only; '
+              'the teacher checkpoint is not loaded')
     if args.out is not None and args.out_item == 'pred':
         if args.out.endswith(PICKLE):
             dump = dict(type='DumpResults', out_file_path=args.out)

@@ -46,3 +46,21 @@ def build_runner(cfg):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def skip_teacher_for_test(cfg) -> bool:
+    """Testing a ``TeacherStudent`` model: do not load the teacher.
+
+    Prediction runs the student only, so ``tools/test.py`` needs neither the
+    teacher's weights nor the file that ``model.teacher_checkpoint`` names
+    (often a work dir of another machine). The teacher is still built (the
+    model's structure is the training one) and takes any ``teacher.`` keys
+    the tested checkpoint has (``save_teacher=True``). Returns True when the
+    config was changed.
+    """
+    model = cfg.get('model', None)
+    if not model or model.get('type') != 'TeacherStudent' or \
+            model.get('teacher_checkpoint') is None:
+        return False
+    model.teacher_checkpoint = None
+    return True

@@ -133,6 +133,11 @@ def test_prediction_uses_one_view(model):
     listed = model(views, samples, mode='predict')
     assert single[0].pred_score.shape == (4, )
     torch.testing.assert_close(single[0].pred_score, listed[0].pred_score)
+    # mode='tensor' (feature export, model analysis) takes view 0 of a list
+    single = model(views[0], samples, mode='tensor')
+    listed = model(views, samples, mode='tensor')
+    torch.testing.assert_close(listed, single)
+    assert listed.shape == (6, 4)
 
 
 def test_prefill_step_goes_through_the_data_preprocessor(model):

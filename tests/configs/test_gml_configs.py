@@ -193,3 +193,24 @@ def test_tools_train_teacher_then_student(tmp_path):
                        weights_only=False)['state_dict']
     assert not any(k.startswith('teacher.') for k in state)
     assert any(k.endswith('queue.features') for k in state)
+
+    # tools/test.py on the student: the config's teacher_checkpoint (the
+    # default work_dirs path, absent here) is not needed to predict, and the
+    # test metrics equal the last validation of training (same weights, same
+    # split, the student's single view)
+    config = osp.join(GML, 'gml_resnet8_100e_digitslt.py')
+    assert not osp.exists(osp.join(ROOT, Config.fromfile(
+        config).model.teacher_checkpoint))
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config,
+         str(student_dir / 'epoch_2.pth'), '--work-dir',
+         str(tmp_path / 'test'), '--out', str(tmp_path / 'metrics.json'),
+         '--out-item', 'metrics'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'the teacher checkpoint is not loaded' in result.stdout
+    with open(tmp_path / 'metrics.json') as handle:
+        tested = json.load(handle)
+    for key in ('shot/balanced', 'accuracy/top1'):
+        assert tested[key] == pytest.approx(metrics[key], abs=1e-6), key

@@ -3,7 +3,7 @@
 Adapter only: the loss math lives in :mod:`reot_mm.losses.bcl_loss`.
 """
 import copy
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +13,11 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from ..heads import CosineClsHead
+from .first_view import FirstViewInference
 
 
 @MODELS.register_module()
-class BCLClassifier(ImageClassifier):
+class BCLClassifier(FirstViewInference, ImageClassifier):
     """Classification branch + balanced contrastive branch on one backbone.
 
     Training (BCL Sec. 3.3 "Framework", Fig. 4; reference notes §4):
@@ -165,22 +166,6 @@ class BCLClassifier(ImageClassifier):
                              f'batch of {batch} samples (one label per sample)')
         return self.loss_module(cls_score, target, embeddings.transpose(0, 1),
                                 self.prototypes())
-
-    @staticmethod
-    def _classifier_view(inputs) -> torch.Tensor:
-        return inputs[0] if isinstance(inputs, (list, tuple)) else inputs
-
-    def predict(self, inputs: Union[torch.Tensor, Sequence[torch.Tensor]],
-                data_samples: Optional[List[DataSample]] = None,
-                **kwargs) -> List[DataSample]:
-        """Plain single-view predictions (view 0 if given several views)."""
-        return super().predict(self._classifier_view(inputs), data_samples,
-                               **kwargs)
-
-    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
-        if mode == 'tensor':
-            inputs = self._classifier_view(inputs)
-        return super().forward(inputs, data_samples, mode)
 
     def contrastive_embeddings(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, D) normalised embeddings normalize(g(h)) of one view (analysis)."""

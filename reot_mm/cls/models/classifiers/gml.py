@@ -15,7 +15,8 @@ GML (Suh & Seo, ICML 2023, seed 003), Sec. 3.3 and reference notes §3:
 One backbone pass runs on concat(x_cls, x_q) (BN statistics shared by the two
 views, as in BCL's single pass). The teacher lives in
 :class:`reot_mm.engine.TeacherStudent`, which calls :meth:`loss_with_teacher`;
-prediction uses one view and the plain cosine arg-max (no prior).
+prediction and ``mode='tensor'`` use one view (view 0 of a list) and the
+plain cosine arg-max (no prior).
 """
 from typing import Dict, List, Optional, Sequence
 
@@ -24,11 +25,13 @@ import torch.nn.functional as F
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS
 
+from .first_view import FirstViewInference
+
 NUM_VIEWS = 3
 
 
 @MODELS.register_module()
-class GMLClassifier(ImageClassifier):
+class GMLClassifier(FirstViewInference, ImageClassifier):
     """Image classifier trained with the GML loss and class-wise queues.
 
     Args:
@@ -195,10 +198,3 @@ class GMLClassifier(ImageClassifier):
             cosines, labels, query, keys, self.queue.labels,
             key_indices=self.queue.indices, sample_indices=indices,
             teacher_scores=teacher_scores)
-
-    # --------------------------------------------------------------- predict
-    def predict(self, inputs, data_samples: Optional[List] = None, **kwargs):
-        """Single-view prediction: plain arg-max of the cosines (no prior)."""
-        if isinstance(inputs, (list, tuple)):
-            inputs = inputs[0]
-        return super().predict(inputs, data_samples, **kwargs)
