@@ -171,15 +171,40 @@ def test_prior_hook_without_reot_loss_is_an_error(tmp_path):
         Runner.from_cfg(cfg).train()
 
 
-def test_test_mode_counts_for_shot_metric(tmp_path):
-    """tools/test.py path: counts come from the training set config, so the
-    many/medium/few metric works without a training run in this process."""
-    Runner.from_cfg(small_cfg(CE_CONFIG, tmp_path, max_epochs=1)).train()
-    cfg = small_cfg(CE_CONFIG, tmp_path)
-    cfg.load_from = osp.join(tmp_path, 'epoch_1.pth')
+@pytest.mark.parametrize('counts_in_checkpoint', [True, False])
+def test_test_mode_counts_for_shot_metric(tmp_path, monkeypatch,
+                                          counts_in_checkpoint):
+    """tools/test.py path: the many/medium/few metric works without a training
+    run in this process. Counts come from the checkpoint's meta, without
+    building the training dataset (LVIS: the whole annotation file); an older
+    checkpoint without them falls back to counting the training set."""
+    Runner.from_cfg(small_cfg(REOT_CONFIG, tmp_path, max_epochs=1)).train()
+    checkpoint = osp.join(tmp_path, 'epoch_1.pth')
+    if not counts_in_checkpoint:
+        state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+        del state['meta']['reot_mm_class_counts']
+        for key in [k for k in state['state_dict'] if 'class_counts' in k]:
+            state['state_dict'][key] = torch.zeros(0, dtype=torch.float64)
+        checkpoint = osp.join(tmp_path, 'no_counts.pth')
+        torch.save(state, checkpoint)
+    built = []
+    original = ClassStatisticsHook._training_dataset
+
+    def spy(self, runner):
+        built.append(True)
+        return original(self, runner)
+
+    monkeypatch.setattr(ClassStatisticsHook, '_training_dataset', spy)
+    cfg = small_cfg(REOT_CONFIG, tmp_path / 'test')
+    cfg.load_from = checkpoint
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     assert {'shot/many', 'shot/medium', 'shot/few'} <= set(metrics)
+    assert len(built) == (0 if counts_in_checkpoint else 1)
+    loss, = reot_losses(runner)
+    assert loss.class_counts.tolist() == [float(c) for c in DIGITS_COUNTS]
+    assert runner.message_hub.get_info('reot_mm/class_counts') == \
+        [float(c) for c in DIGITS_COUNTS]
 
 
 def test_hook_argument_errors():

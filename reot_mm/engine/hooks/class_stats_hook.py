@@ -33,8 +33,10 @@ class ClassStatisticsHook(Hook):
 
     Before the run (train or test) the counts are resolved, in this order,
     from ``class_counts``, ``class_counts_file``, or by counting the training
-    dataset (``train_dataloader.dataset``; built from the config when the
-    runner only tests), unwrapping dataset wrappers. Rank 0's counts are
+    dataset (``train_dataloader.dataset``, unwrapping dataset wrappers). A
+    run that only tests a checkpoint takes them from the checkpoint's meta
+    (written by this hook in training) and builds the training dataset only
+    when the checkpoint has none. Rank 0's counts are
     broadcast so every rank holds the same values, which are then checked
     across ranks. The counts are
 
@@ -134,7 +136,31 @@ class ClassStatisticsHook(Hook):
         runner.message_hub.update_info(CLASS_COUNTS_INFO_KEY, counts.tolist())
 
     # ----------------------------------------------------------------- hooks
+    def _counts_from_checkpoint(self, runner) -> bool:
+        """Test-only run that loads a checkpoint and names no counts: the
+        checkpoint's meta will have them (``after_load_checkpoint``), so
+        building the training dataset (for LVIS, reading the whole training
+        annotation file) is left to ``before_test``, for checkpoints
+        without them."""
+        return (self.explicit_counts is None
+                and self.class_counts_file is None
+                and not isinstance(runner._train_loop, BaseLoop)
+                and bool(getattr(runner, '_load_from', None)))
+
     def before_run(self, runner) -> None:
+        if self._counts_from_checkpoint(runner):
+            runner.logger.info('ClassStatisticsHook: test run, class counts '
+                               'from the checkpoint being loaded')
+            return
+        self._resolve_and_apply(runner)
+
+    def before_test(self, runner) -> None:
+        if self.class_counts is None:
+            runner.logger.info('ClassStatisticsHook: the checkpoint has no '
+                               'class counts; counting the training set')
+            self._resolve_and_apply(runner)
+
+    def _resolve_and_apply(self, runner) -> None:
         counts = self._sync(self.resolve_counts(runner))
         self._apply(runner, counts)
         runner.logger.info(
