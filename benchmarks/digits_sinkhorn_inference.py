@@ -13,6 +13,7 @@ std of balanced, many-, medium- and few-shot accuracy for each prediction.
     python benchmarks/digits_sinkhorn_inference.py [--seeds 0 1 2 3 4] [--jobs 1]
         [--reuse]   # evaluate existing checkpoints instead of training
         [--train-config ce_resnet8_100e_digitslt]   # another demo model
+        [--em-smoothing 1.0]   # also MAP-EM rows with this pseudo-count
 """
 import argparse
 import json
@@ -34,13 +35,16 @@ KEYS = ('shot/balanced', 'shot/many', 'shot/medium', 'shot/few')
 
 
 def evaluate(checkpoint: str, work_dir: str, target_prior: str,
-             calibration_prior: str = 'uniform') -> dict:
-    out = osp.join(work_dir, f'metrics_{target_prior}_{calibration_prior}.json')
+             calibration_prior: str = 'uniform',
+             em_smoothing: float = 0.0) -> dict:
+    out = osp.join(work_dir, f'metrics_{target_prior}_{calibration_prior}'
+                   f'_{em_smoothing:g}.json')
     command = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), TEST_CONFIG,
                checkpoint, '--work-dir', work_dir, '--out', out,
                '--out-item', 'metrics', '--cfg-options',
                f'test_evaluator.target_prior={target_prior}',
-               f'test_evaluator.calibration_prior={calibration_prior}']
+               f'test_evaluator.calibration_prior={calibration_prior}',
+               f'test_evaluator.em_smoothing={em_smoothing}']
     subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     with open(out) as handle:
@@ -56,6 +60,9 @@ def main():
                         help='demo config (configs/demo/<name>.py) to train')
     parser.add_argument('--reuse', action='store_true',
                         help='skip training where epoch_100.pth exists')
+    parser.add_argument('--em-smoothing', type=float, nargs='*', default=[],
+                        help='extra rows: MAP-EM with these Dirichlet '
+                        'pseudo-counts per class (both calibration priors)')
     parser.add_argument('--work-dir', default=osp.join(
         ROOT, 'work_dirs', 'digits_sinkhorn_inference'))
     args = parser.parse_args()
@@ -85,6 +92,12 @@ def main():
             'Sinkhorn, b EM (calib. train)': {
                 k: estimated_train[k] for k in KEYS},
         }
+        for alpha in args.em_smoothing:
+            for calibration in ('uniform', 'train'):
+                smoothed = evaluate(checkpoint, work_dir, 'estimated',
+                                    calibration, alpha)
+                rows[f'b MAP-EM a={alpha:g} (c. {calibration})'] = {
+                    k: smoothed[k] for k in KEYS}
         return seed, rows
 
     with ThreadPoolExecutor(args.jobs) as pool:

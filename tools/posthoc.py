@@ -43,7 +43,8 @@ from reot_mm.evaluation.dump import (COMPACT_SUFFIXES, PICKLE_SUFFIXES,
                                      load_seg_dump, read_pickle,
                                      save_predictions, seg_confusion,
                                      seg_scores)
-from reot_mm.ot.posthoc import (apply_otlm, estimate_test_prior_em, fit_otlm,
+from reot_mm.ot.posthoc import (apply_otlm, check_em_smoothing,
+                                estimate_test_prior_em, fit_otlm,
                                 kl_divergence, logit_adjustment, posthoc_ot,
                                 refined_marginal)
 
@@ -66,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument('--lam', type=float, default=1.0, help='entropic weight λ')
     p.add_argument('--mu', default='uniform', help="target label marginal: "
                    "'uniform', 'em', 'train' or a counts/probability file")
+    p.add_argument('--em-smoothing', type=float, default=0.0,
+                   help='--mu em: Dirichlet pseudo-count per class in the '
+                   'M step (0: maximum likelihood)')
     p.add_argument('--iters', type=int, default=20, help='OTLM steps')
     p.add_argument('--lr', type=float, default=1e-3, help='OTLM lr')
     p.add_argument('--weight-decay', type=float, default=1e-3)
@@ -151,7 +155,8 @@ def _target(args, k, counts, probs_fn):
         if (prior <= 0).any():
             raise ValueError('--mu em needs positive --train-counts for '
                              'every class')
-        mu = estimate_test_prior_em(probs_fn(), prior)
+        mu = estimate_test_prior_em(probs_fn(), prior,
+                                    smoothing=args.em_smoothing)
         print(f'EM test prior: min {mu.min():.4g} max {mu.max():.4g}')
         return mu
     mu = _load_distribution(args.mu, k, 'mu')
@@ -164,6 +169,7 @@ def _check_args(args):
     if not 0 < args.fit_split <= 1:
         raise ValueError(f'--fit-split must be in (0, 1], got '
                          f'{args.fit_split}')
+    check_em_smoothing(args.em_smoothing, '--em-smoothing')
     if args.pixels_per_image < 1:
         raise ValueError(f'--pixels-per-image must be >= 1, got '
                          f'{args.pixels_per_image}')

@@ -37,6 +37,7 @@ from reot_mm.losses import priors
 from reot_mm.losses.reot_loss import (CALIBRATION_PRIORS, parse_target_prior,
                                       resolve_target_prior,
                                       sinkhorn_inference)
+from reot_mm.ot.posthoc import check_em_smoothing
 from reot_mm.ot.sinkhorn import check_iteration_args, check_positive
 
 from .shot_metric import CLASS_COUNTS_INFO_KEY
@@ -69,6 +70,9 @@ class SinkhornInferenceMetric(BaseMetric):
             trained with a prior-corrected loss: RE-OT, Balanced Softmax,
             logit adjustment). See
             :func:`reot_mm.losses.reot_loss.resolve_target_prior`.
+        em_smoothing: Dirichlet pseudo-count α per class in the EM's M
+            step (0, the default: maximum likelihood; α > 0 keeps every
+            class's estimated mass above α / (N + C·α)).
         train_class_counts: training counts for ``'estimated'``; else
             ``train_class_counts_file``; else the MessageHub info
             ``'reot_mm/class_counts'`` published by ``ClassStatisticsHook``.
@@ -102,6 +106,7 @@ class SinkhornInferenceMetric(BaseMetric):
                  check_every: int = 10,
                  em_iter: int = 1000,
                  calibration_prior: str = 'train',
+                 em_smoothing: float = 0.0,
                  train_class_counts: Optional[Sequence[float]] = None,
                  train_class_counts_file: Optional[str] = None,
                  report_plain: bool = False,
@@ -137,6 +142,7 @@ class SinkhornInferenceMetric(BaseMetric):
             raise ValueError(f'calibration_prior must be one of '
                              f'{CALIBRATION_PRIORS}, got {calibration_prior!r}')
         self.calibration_prior = calibration_prior
+        self.em_smoothing = check_em_smoothing(em_smoothing, 'em_smoothing')
         if train_class_counts is not None:
             self.train_class_counts = priors.validate_class_counts(
                 train_class_counts, name='train_class_counts')
@@ -236,7 +242,8 @@ class SinkhornInferenceMetric(BaseMetric):
             counts = self._train_counts()
         target_prior = resolve_target_prior(self.target_prior, scores, counts,
                                             self.em_iter, 'target_prior',
-                                            self.calibration_prior)
+                                            self.calibration_prior,
+                                            self.em_smoothing)
         result = sinkhorn_inference(scores, target_prior, self.epsilon,
                                     max_iter=self.max_iter, tol=self.tol,
                                     check_every=self.check_every)

@@ -498,7 +498,8 @@ def resolve_target_prior(spec, scores: torch.Tensor,
                          train_counts=None,
                          em_iter: int = 1000,
                          name: str = 'target_prior',
-                         calibration_prior: str = 'train'
+                         calibration_prior: str = 'train',
+                         em_smoothing: float = 0.0
                          ) -> Optional[torch.Tensor]:
     """The column marginal b for Sinkhorn inference, never from test labels.
 
@@ -522,6 +523,9 @@ def resolve_target_prior(spec, scores: torch.Tensor,
         em_iter: EM iterations.
         name: argument name used in error messages.
         calibration_prior: ``'train'`` (default) or ``'uniform'``, see above.
+        em_smoothing: Dirichlet pseudo-count α per class of the EM's M step
+            (0: maximum likelihood, Saerens et al.); see
+            :func:`reot_mm.ot.posthoc.estimate_test_prior_em`.
 
     Returns:
         None for uniform, else a (C,) tensor on the scores' device.
@@ -551,7 +555,7 @@ def resolve_target_prior(spec, scores: torch.Tensor,
             score_prior = counts / counts.sum()
         probs = torch.softmax(scores.detach().to(torch.float64), dim=1)
         return estimate_test_prior_em(probs, score_prior.to(probs.device),
-                                      max_iter=em_iter)
+                                      max_iter=em_iter, smoothing=em_smoothing)
     return spec.to(scores.device)
 
 

@@ -28,8 +28,8 @@ from .sinkhorn import check_positive, reot_sinkhorn
 
 __all__ = [
     'PosthocOTResult', 'logit_adjustment', 'posthoc_ot', 'fit_otlm',
-    'apply_otlm', 'OTLMFit', 'estimate_test_prior_em', 'kl_divergence',
-    'refined_marginal'
+    'apply_otlm', 'OTLMFit', 'check_em_smoothing', 'estimate_test_prior_em',
+    'kl_divergence', 'refined_marginal'
 ]
 
 _OPTIMIZERS = ('adam', 'sgd')
@@ -411,10 +411,21 @@ def apply_otlm(W: torch.Tensor, logits: torch.Tensor, target_marginal=None,
 
 
 # ----------------------------------------------------- unknown test prior
+def check_em_smoothing(smoothing, name: str = 'smoothing') -> float:
+    """The Dirichlet pseudo-count α of :func:`estimate_test_prior_em`."""
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) \
+            or not (smoothing >= 0 and math.isfinite(smoothing)):
+        raise ValueError(f'{name} must be a finite number >= 0 (a Dirichlet '
+                         f'pseudo-count per class; 0 = maximum likelihood), '
+                         f'got {smoothing!r}')
+    return float(smoothing)
+
+
 def estimate_test_prior_em(probs: torch.Tensor,
                            train_prior,
                            max_iter: int = 1000,
-                           tol: float = 1e-8) -> torch.Tensor:
+                           tol: float = 1e-8,
+                           smoothing: float = 0.0) -> torch.Tensor:
     """EM estimate of the test label distribution (Saerens et al. 2002).
 
     With calibrated posteriors p_tr(k|x_n) under the training prior π_tr, the
@@ -423,13 +434,22 @@ def estimate_test_prior_em(probs: torch.Tensor,
         p(k|x_n) ∝ p_tr(k|x_n) π_k / π_tr,k          (E step, Saerens Eq. 2.9)
         π_k = 1/N Σ_n p(k|x_n)                          (M step, Eq. 2.10)
 
-    starting from π = π_tr; this is maximum likelihood for π.
+    starting from π = π_tr; this is maximum likelihood for π. With
+    ``smoothing`` α > 0 the M step is the MAP one under a symmetric
+    Dirichlet(1 + α) prior on π,
+
+        π_k = (Σ_n p(k|x_n) + α) / (N + K·α),
+
+    which keeps every class's mass above α / (N + K·α): on a small test set
+    ML-EM can drive a class to π_k ≈ 0, after which Sinkhorn inference never
+    predicts it. α → ∞ gives the uniform prior.
 
     Args:
         probs: (N, K) posteriors p_tr(k|x), rows sum to 1.
         train_prior: (K,) training label distribution π_tr (positive).
         max_iter: maximum EM iterations.
         tol: stop when the L1 change of π is below ``tol``.
+        smoothing: α >= 0, Dirichlet pseudo-count per class (0: ML).
 
     Returns:
         (K,) estimated test prior, sums to 1.
@@ -448,11 +468,12 @@ def estimate_test_prior_em(probs: torch.Tensor,
                                 probs.device, allow_zero=False)
     if int(max_iter) < 1:
         raise ValueError(f'max_iter must be >= 1, got {max_iter}')
+    smoothing = check_em_smoothing(smoothing)
     pi = pi_tr.clone()
     for _ in range(int(max_iter)):
         post = probs * (pi / pi_tr)
         post = post / post.sum(1, keepdim=True).clamp_min(1e-300)
-        new = post.mean(0)
+        new = (post.sum(0) + smoothing) / (n + k * smoothing)
         done = (new - pi).abs().sum().item() < tol
         pi = new
         if done:

@@ -176,6 +176,8 @@ def test_small_batch_warns_once():
     (dict(temperature=2), r"unknown keys \['temperature'\]"),
     (dict(max_iter=0), 'max_iter must be >= 1'),
     (dict(calibration_prior='balanced'), 'calibration_prior must be one of'),
+    (dict(em_smoothing=-1), 'sinkhorn_cfg.em_smoothing must be a finite '
+     'number >= 0'),
     (dict(class_counts=[1, 2]), 'has 2 entries but num_classes is 6'),
     ('sinkhorn', 'must be None'),
 ])

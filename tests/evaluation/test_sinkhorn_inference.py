@@ -188,6 +188,16 @@ def test_metric_estimated_prior_reads_counts_from_the_message_hub():
                                     COUNTS)
     torch.testing.assert_close(metric.last_target_prior.double(), estimate,
                                atol=1e-6, rtol=0)
+    # em_smoothing reaches the EM: the MAP estimate, not the ML one
+    smoothed_metric = build_metric(target_prior='estimated', em_smoothing=5.0)
+    evaluate(smoothed_metric, samples_of(scores, labels))
+    smoothed = resolve_target_prior('estimated', torch.log_softmax(scores, 1),
+                                    COUNTS, em_smoothing=5.0)
+    torch.testing.assert_close(smoothed_metric.last_target_prior.double(),
+                               smoothed, atol=1e-6, rtol=0)
+    assert (smoothed - estimate).abs().max() > 1e-3
+    uniform = torch.full((C, ), 1.0 / C, dtype=torch.float64)
+    assert (smoothed - uniform).abs().sum() < (estimate - uniform).abs().sum()
 
 
 def test_given_prior_list_and_file(tmp_path):
@@ -238,6 +248,10 @@ def test_bad_input():
         SinkhornInferenceMetric(inner, target_prior='test_labels')
     with pytest.raises(ValueError, match='non-empty list'):
         SinkhornInferenceMetric([])
+    with pytest.raises(ValueError, match='em_smoothing must be a finite '
+                       'number >= 0'):
+        SinkhornInferenceMetric(inner, target_prior='estimated',
+                                em_smoothing=-0.5)
     with pytest.raises(ValueError, match='tol must be'):
         SinkhornInferenceMetric(inner, tol=0)
     with pytest.raises(ValueError, match='calibration_prior must be one of'):

@@ -114,6 +114,12 @@ def test_la_and_em_and_otlm_split(files, capsys):
     log = run_main(capsys, dump, '--method', 'ot', '--train-counts', counts,
                    '--mu', 'em')
     assert 'EM test prior' in log
+    # MAP-EM: a large pseudo-count pulls the estimate towards uniform
+    ml_min = float(re.search(r'EM test prior: min ([\d.e+-]+)', log).group(1))
+    log = run_main(capsys, dump, '--method', 'ot', '--train-counts', counts,
+                   '--mu', 'em', '--em-smoothing', '1000')
+    map_min = float(re.search(r'EM test prior: min ([\d.e+-]+)', log).group(1))
+    assert ml_min < map_min <= 1.0 / K
     log = run_main(capsys, dump, '--method', 'otlm', '--iters', '5',
                    '--lr', '1e-2', '--fit-split', '0.5', '--no-progress')
     assert 'fitted on 600 unlabeled samples' in log
@@ -156,6 +162,9 @@ def test_bad_inputs(files, capsys):
                                               'la', ok=False)
     assert 'lam must be a positive' in run_main(capsys, dump, '--lam', '0',
                                                 ok=False)
+    assert '--em-smoothing must be a finite number >= 0' in run_main(
+        capsys, dump, '--mu', 'em', '--train-counts', counts,
+        '--em-smoothing', '-1', ok=False)
 
 
 # ------------------------------------------------ compact vs pickle (cls)

@@ -27,13 +27,14 @@ from reot_mm.losses import priors
 from reot_mm.losses.reot_loss import (CALIBRATION_PRIORS, parse_target_prior,
                                       resolve_target_prior,
                                       sinkhorn_inference)
+from reot_mm.ot.posthoc import check_em_smoothing
 from reot_mm.ot.sinkhorn import check_iteration_args, check_positive
 
 from .cosine_head import CosineClsHead
 
 _SINKHORN_KEYS = ('target_prior', 'epsilon', 'max_iter', 'tol',
-                  'check_every', 'em_iter', 'calibration_prior',
-                  'class_counts')
+                  'check_every', 'em_iter', 'em_smoothing',
+                  'calibration_prior', 'class_counts')
 
 
 def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
@@ -43,7 +44,8 @@ def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
     Keys (all optional): ``target_prior`` (``'uniform'`` default,
     ``'estimated'``, a list of C probabilities or a file holding them),
     ``epsilon`` (1.0), ``max_iter`` (1000), ``tol`` (1e-6), ``check_every``
-    (10), ``em_iter`` (1000, for ``'estimated'``), ``calibration_prior``
+    (10), ``em_iter`` (1000, for ``'estimated'``), ``em_smoothing`` (0: the
+    EM's Dirichlet pseudo-count per class), ``calibration_prior``
     (``'train'`` default, or ``'uniform'`` for a model trained with a
     prior-corrected loss such as RE-OT/Balanced Softmax; see
     :func:`reot_mm.losses.reot_loss.resolve_target_prior`), ``class_counts``
@@ -60,8 +62,8 @@ def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
         raise ValueError(f'sinkhorn_cfg has unknown keys {unknown}; expected '
                          f'some of {_SINKHORN_KEYS}')
     cfg = dict(target_prior='uniform', epsilon=1.0, max_iter=1000, tol=1e-6,
-               check_every=10, em_iter=1000, calibration_prior='train',
-               class_counts=None)
+               check_every=10, em_iter=1000, em_smoothing=0.0,
+               calibration_prior='train', class_counts=None)
     cfg.update(copy.deepcopy(dict(sinkhorn_cfg)))
     cfg['epsilon'] = check_positive(cfg['epsilon'], 'sinkhorn_cfg.epsilon')
     cfg['max_iter'], cfg['check_every'], cfg['tol'] = check_iteration_args(
@@ -69,6 +71,8 @@ def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
     if int(cfg['em_iter']) < 1:
         raise ValueError(f"sinkhorn_cfg.em_iter must be >= 1, got "
                          f"{cfg['em_iter']}")
+    cfg['em_smoothing'] = check_em_smoothing(cfg['em_smoothing'],
+                                             'sinkhorn_cfg.em_smoothing')
     if cfg['calibration_prior'] not in CALIBRATION_PRIORS:
         raise ValueError(f'sinkhorn_cfg.calibration_prior must be one of '
                          f"{CALIBRATION_PRIORS}, got "
@@ -135,7 +139,8 @@ class SinkhornInferenceMixin:
         target_prior = resolve_target_prior(
             cfg['target_prior'], cls_score,
             counts if counts.numel() else None, cfg['em_iter'],
-            'sinkhorn_cfg.target_prior', cfg['calibration_prior'])
+            'sinkhorn_cfg.target_prior', cfg['calibration_prior'],
+            cfg['em_smoothing'])
         result = sinkhorn_inference(
             cls_score, target_prior, cfg['epsilon'], max_iter=cfg['max_iter'],
             tol=cfg['tol'], check_every=cfg['check_every'])
