@@ -50,7 +50,8 @@ from mmengine.registry import MODELS
 from reot_mm import dist
 from reot_mm.losses import priors
 from reot_mm.losses.utils import (check_choice, check_labels,
-                                  take_checkpoint_shape, weight_reduce_loss)
+                                  take_checkpoint_shape, weight_reduce_loss,
+                                  without_autocast)
 
 FORMS = ('L1', 'L2', 'L3')
 
@@ -133,6 +134,12 @@ class _ShiftedExpSum(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_total):
+        # fp32 like the forward, also when backward() runs inside autocast
+        with torch.autocast(device_type=grad_total.device.type, enabled=False):
+            return _ShiftedExpSum._backward(ctx, grad_total)
+
+    @staticmethod
+    def _backward(ctx, grad_total):
         z, block, *rest = ctx.saved_tensors
         offset, num_anchors, inv_tau = ctx.offset, ctx.num_anchors, ctx.inv_tau
         anchors = z[offset:offset + num_anchors]
@@ -244,6 +251,7 @@ def _general_log_denominator(z, labels, protos, counts, log_counts, anchors,
     return log_denominator
 
 
+@without_autocast
 def balanced_contrastive_loss(
         embeddings: torch.Tensor,
         labels: torch.Tensor,

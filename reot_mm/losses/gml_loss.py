@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from reot_mm.losses import priors
-from reot_mm.losses.utils import check_labels, take_checkpoint_shape
+from reot_mm.losses.utils import (check_labels, take_checkpoint_shape,
+                                  without_autocast)
 
 __all__ = ['class_log_mean_exp', 'gml_loss', 'gml_temperature_loss',
            'cosine_classifier_loss', 'distillation_loss', 'GMLLoss']
@@ -145,6 +146,7 @@ def _class_scores(similarity, key_labels, num_classes, log_prior, alpha,
     return log_like, counts
 
 
+@without_autocast
 def gml_loss(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
              target: torch.Tensor, tau: torch.Tensor,
              log_prior: Optional[torch.Tensor] = None,
@@ -189,6 +191,7 @@ def gml_loss(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
     return F.cross_entropy(logits, target, reduction='none')
 
 
+@without_autocast
 def gml_temperature_loss(query: torch.Tensor, keys: torch.Tensor,
                          key_labels: torch.Tensor, target: torch.Tensor,
                          tau: torch.Tensor,
@@ -417,6 +420,7 @@ class GMLLoss(nn.Module):
                              f'entries but the scores have {num_classes} classes')
         return self._log_prior.to(device)
 
+    @without_autocast
     def forward(self,
                 cls_score: torch.Tensor,
                 target: torch.Tensor,

@@ -78,7 +78,8 @@ from mmengine.registry import MODELS
 
 from reot_mm import dist
 from reot_mm.losses import priors
-from reot_mm.losses.utils import check_choice, take_checkpoint_shape
+from reot_mm.losses.utils import (check_choice, take_checkpoint_shape,
+                                  without_autocast)
 from reot_mm.ot.sinkhorn import reot_sinkhorn
 
 __all__ = [
@@ -231,6 +232,7 @@ def pair_log_prior(labels: Optional[torch.Tensor],
     return log_q
 
 
+@without_autocast
 def contrastive_log_plan(embeddings: torch.Tensor,
                          temperature: float = 0.1,
                          log_prior: Optional[torch.Tensor] = None,

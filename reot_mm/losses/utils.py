@@ -1,4 +1,6 @@
 """Reduction and input checks shared by the loss modules (plain torch)."""
+import functools
+import itertools
 from typing import Optional
 
 import torch
@@ -91,3 +93,27 @@ def raise_non_finite(scores: torch.Tensor, name: str = 'cls_score') -> None:
     raise FloatingPointError(
         'the loss is non-finite although the scores are finite; check the '
         'prior (class counts) and the targets')
+
+
+def without_autocast(loss_fn):
+    """Run ``loss_fn`` with autocast off on the device of its first tensor
+    argument (a no-op when autocast is off there).
+
+    For the contrastive losses, whose similarities reach 1/τ (14 at
+    τ = 0.07): under ``--amp`` their matmuls would run in fp16 / bf16, which
+    keep 2-3 significant digits there, before an exp. The losses promote
+    half-precision inputs to fp32 themselves, so with autocast off every
+    product and reduction is fp32, and custom autograd functions see one dtype
+    in forward and backward.
+    """
+    @functools.wraps(loss_fn)
+    def wrapper(*args, **kwargs):
+        device = next((value.device.type
+                       for value in itertools.chain(args, kwargs.values())
+                       if isinstance(value, torch.Tensor)), None)
+        if device is None or not torch.is_autocast_enabled(device):
+            return loss_fn(*args, **kwargs)
+        with torch.autocast(device_type=device, enabled=False):
+            return loss_fn(*args, **kwargs)
+    return wrapper
+
