@@ -86,6 +86,16 @@ def _check_embeddings(embeddings: torch.Tensor, labels: torch.Tensor,
     return num_classes
 
 
+def _scale_entries_(matrix: torch.Tensor, flat_index: Optional[torch.Tensor],
+                    scale: Optional[torch.Tensor]) -> None:
+    """matrix.view(-1)[flat_index] *= scale, in place (nothing for None)."""
+    if flat_index is None:
+        return
+    flat = matrix.view(-1)
+    flat.index_copy_(0, flat_index,
+                     flat.index_select(0, flat_index).mul_(scale))
+
+
 class _ShiftedExpSum(torch.autograd.Function):
     """D_i·e^(−shift) of Eq. 9 for the unit-norm path, fused.
 
@@ -112,19 +122,13 @@ class _ShiftedExpSum(torch.autograd.Function):
         block = torch.addmm(col_bias[None, :], anchors, z.t(), alpha=inv_tau)
         block.exp_()
         block[:, offset:offset + num_anchors].diagonal().zero_()  # k ≠ i
-        if pair_index is not None:
-            flat = block.view(-1)
-            flat.index_copy_(0, pair_index,
-                             flat.index_select(0, pair_index).mul_(pair_scale))
+        _scale_entries_(block, pair_index, pair_scale)
         total = block.sum(1)
         saved = [z, block]
         if protos is not None:
             proto_block = torch.addmm(proto_bias[None, :], anchors, protos.t(),
                                       alpha=inv_tau).exp_()
-            if proto_index is not None:
-                flat = proto_block.view(-1)
-                flat.index_copy_(0, proto_index, flat.index_select(
-                    0, proto_index).mul_(proto_scale))
+            _scale_entries_(proto_block, proto_index, proto_scale)
             total += proto_block.sum(1)
             saved += [protos, proto_block]
         ctx.save_for_backward(*saved)
@@ -133,13 +137,8 @@ class _ShiftedExpSum(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
+    @without_autocast  # fp32 like the forward, also inside autocast
     def backward(ctx, grad_total):
-        # fp32 like the forward, also when backward() runs inside autocast
-        with torch.autocast(device_type=grad_total.device.type, enabled=False):
-            return _ShiftedExpSum._backward(ctx, grad_total)
-
-    @staticmethod
-    def _backward(ctx, grad_total):
         z, block, *rest = ctx.saved_tensors
         offset, num_anchors, inv_tau = ctx.offset, ctx.num_anchors, ctx.inv_tau
         anchors = z[offset:offset + num_anchors]
