@@ -38,6 +38,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.registry import METRICS
 
+from reot_mm.evaluation.safe_pickle import safe_pickle_load
+
 __all__ = [
     'DumpFormatError', 'DumpPredictions', 'attach_pre_logits',
     'load_predictions', 'load_seg_dump', 'read_pickle', 'seg_confusion',
@@ -399,10 +401,15 @@ def _load_compact(path: str) -> dict:
 
 
 def read_pickle(path: str):
-    """Unpickle a dump; unreadable content raises :class:`DumpFormatError`."""
+    """Unpickle a dump without running code from it.
+
+    Only plain containers, numpy arrays / scalars and torch tensors are resolved
+    (:class:`~reot_mm.evaluation.safe_pickle.RestrictedUnpickler`); a pickle naming any other
+    global, and unreadable content, raise :class:`DumpFormatError`.
+    """
     try:
         with open(path, 'rb') as handle:
-            return pickle.load(handle)
+            return safe_pickle_load(handle)
     except (pickle.UnpicklingError, EOFError, AttributeError,
             ImportError) as error:
         raise DumpFormatError(f'{path}: not a readable pickle ({error})') \
