@@ -26,7 +26,9 @@ from typing import Optional
 
 import torch
 
-from .sinkhorn import check_iteration_args, check_positive, log_kernel
+from .checks import (check_cost, check_histograms, check_iteration_args,
+                     check_log_prior, check_positive, check_weights)
+from .sinkhorn import log_kernel
 
 __all__ = ['BarycenterResult', 'reot_barycenter', 'deblur_prior']
 
@@ -51,29 +53,6 @@ class BarycenterResult:
     iterations: int
     error: float
     converged: bool
-
-
-def _check_histograms(histograms) -> torch.Tensor:
-    if not isinstance(histograms, torch.Tensor):
-        raise ValueError(f'histograms must be a torch.Tensor of shape (S, m), '
-                         f'got {type(histograms).__name__}')
-    if histograms.ndim != 2 or min(histograms.shape) == 0:
-        raise ValueError(f'histograms must have shape (S, m) with S, m >= 1, '
-                         f'got {tuple(histograms.shape)}')
-    if not histograms.is_floating_point():
-        raise ValueError(f'histograms must be a floating tensor, got '
-                         f'{histograms.dtype}')
-    if not torch.isfinite(histograms).all():
-        raise ValueError('histograms must be finite')
-    if (histograms < 0).any():
-        raise ValueError(f'histograms must be non-negative, got minimum '
-                         f'{histograms.min().item():.3g}')
-    mass = histograms.sum(-1)
-    if ((mass - 1).abs() > 1e-6).any():
-        k = int((mass - 1).abs().argmax())
-        raise ValueError(f'histograms must each sum to 1 (tolerance 1e-6), '
-                         f'got sum {mass[k].item():.8g} for histogram {k}')
-    return histograms
 
 
 def reot_barycenter(histograms: torch.Tensor,
@@ -101,8 +80,9 @@ def reot_barycenter(histograms: torch.Tensor,
         weights: (S,) non-negative weights λ_s with positive sum; normalised
             to sum 1 (this does not change the minimiser of Eq. 9). Uniform
             if None.
-        log_prior: log Q, shape (n, m) shared by all s (as in Eq. 9-10), or
-            (S, n, m) one per histogram; None means Q = 1. ``-inf`` entries
+        log_prior: log Q broadcastable to (S, n, m): (n, m) shared by all s
+            (as in Eq. 9-10), or (S, n, m) one per histogram; None means
+            Q = 1. ``-inf`` entries
             (Q_ij = 0) forbid transport.
         max_iter: maximum number of projection sweeps.
         tol: stop when ``max_s |P_s 1 - a|_1 < tol``.
@@ -116,47 +96,27 @@ def reot_barycenter(histograms: torch.Tensor,
             histogram with mass where the kernel column is entirely zero.
     """
     epsilon = check_positive(epsilon)
-    histograms = _check_histograms(histograms)
-    if not isinstance(cost, torch.Tensor) or cost.ndim != 2:
-        raise ValueError(f'cost must be a torch.Tensor of shape (n, m), got '
-                         f'{getattr(cost, "shape", type(cost).__name__)}')
+    histograms = check_histograms(histograms)
+    cost = check_cost(cost, ndims=(2, ))
     ns, m = histograms.shape
     n = cost.shape[0]
     if cost.shape[1] != m:
         raise ValueError(f'cost must have shape (n, {m}) to match the '
                          f'histograms (S, m) = {tuple(histograms.shape)}, got '
                          f'{tuple(cost.shape)}')
-    if torch.isnan(cost).any() or torch.isneginf(cost).any():
-        raise ValueError('cost must be finite or +inf, got NaN or -inf')
     max_iter, check_every, tol = check_iteration_args(max_iter, check_every,
                                                       tol)
     dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
     device = cost.device
-
     if weights is None:
         lam = torch.full((ns, ), 1.0 / ns, dtype=dtype, device=device)
     else:
-        lam = torch.as_tensor(weights, device=device).to(dtype)
-        if lam.shape != (ns, ):
-            raise ValueError(f'weights must have shape ({ns},) (one per '
-                             f'histogram), got {tuple(lam.shape)}')
-        if not torch.isfinite(lam).all() or (lam < 0).any() \
-                or lam.sum() <= 0:
-            raise ValueError(f'weights must be finite, non-negative and have '
-                             f'a positive sum, got {lam.tolist()}')
-        lam = lam / lam.sum()
+        lam = check_weights(weights, 'weights', ns, dtype, device)
 
     logk = log_kernel(cost.to(dtype), epsilon)
+    log_prior = check_log_prior(log_prior, (ns, n, m), device)
     if log_prior is not None:
-        log_prior = torch.as_tensor(log_prior, device=device).to(dtype)
-        if log_prior.shape not in ((n, m), (ns, n, m)):
-            raise ValueError(f'log_prior must have shape ({n}, {m}) or '
-                             f'({ns}, {n}, {m}), got '
-                             f'{tuple(log_prior.shape)}')
-        if torch.isnan(log_prior).any() or torch.isposinf(log_prior).any():
-            raise ValueError('log_prior must be finite or -inf (Q_ij = 0), '
-                             'got NaN or +inf')
-        logk = logk + log_prior
+        logk = logk + log_prior.to(dtype)
     logk = logk.expand(ns, n, m)  # (S, n, m)
 
     b = histograms.to(dtype)

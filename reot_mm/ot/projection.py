@@ -1,6 +1,6 @@
 """Barycentric projections of a coupling (RE-OT Definition 1, Eq. 17-18).
 
-Plain torch; imports only torch (layer 1).
+Plain torch; imports only torch and ``reot_mm.ot.checks`` (layer 1).
 
 For a coupling P (n x m) between points x_i (simplex a) and y_j (simplex b):
 
@@ -17,6 +17,8 @@ log-plans with very negative entries are safe) and a leading batch dimension.
 """
 import torch
 
+from .checks import check_matrix
+
 __all__ = ['barycentric_projection', 'label_barycenters']
 
 
@@ -25,10 +27,7 @@ def _check(plan, points, name, along, log):
         raise ValueError(f'plan must be a torch.Tensor of shape (n, m) or '
                          f'(B, n, m), got '
                          f'{tuple(getattr(plan, "shape", ()))}')
-    if not isinstance(points, torch.Tensor) or points.ndim not in (2, 3):
-        raise ValueError(f'{name} must be a torch.Tensor of shape (k, d) or '
-                         f'(B, k, d), got '
-                         f'{tuple(getattr(points, "shape", ()))}')
+    check_matrix(points, name, '(k, d) or (B, k, d)', (2, 3))
     size = plan.shape[along]
     if points.shape[-2] != size:
         which = 'm (plan columns)' if along == -1 else 'n (plan rows)'

@@ -49,6 +49,10 @@ from typing import Optional, Tuple
 
 import torch
 
+from .checks import (check_choice, check_cost, check_iteration_args,
+                     check_log_prior, check_marginal, check_positive,
+                     check_positive_int)
+
 __all__ = ['SinkhornResult', 'log_kernel', 'reot_sinkhorn']
 
 _CONSTRAINTS = ('ab', 'a')
@@ -135,107 +139,6 @@ def log_kernel(cost: torch.Tensor, epsilon: float,
     return out
 
 
-def check_positive(value, name: str = 'epsilon') -> float:
-    """A positive finite number (a Python scalar or one-element tensor)."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f'{name} must be a scalar, got a tensor of shape '
-                             f'{tuple(value.shape)}')
-        value = value.item()
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{name} must be a positive finite number, got '
-                         f'{value!r}') from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f'{name} must be a positive finite number, got '
-                         f'{value}')
-    return value
-
-
-def check_iteration_args(max_iter, check_every, tol) -> tuple:
-    """Validate the stopping arguments shared by the iterative solvers."""
-    if int(max_iter) < 1:
-        raise ValueError(f'max_iter must be >= 1, got {max_iter}')
-    if int(check_every) < 1:
-        raise ValueError(f'check_every must be >= 1, got {check_every}')
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f'tol must be a positive finite number, got {tol}')
-    return int(max_iter), int(check_every), float(tol)
-
-
-def _check_cost(cost) -> torch.Tensor:
-    if not isinstance(cost, torch.Tensor):
-        raise ValueError(f'cost must be a torch.Tensor of shape (n, m) or '
-                         f'(B, n, m), got {type(cost).__name__}')
-    if cost.ndim not in (2, 3):
-        raise ValueError(f'cost must have shape (n, m) or (B, n, m), got '
-                         f'{tuple(cost.shape)}')
-    if not cost.is_floating_point():
-        raise ValueError(f'cost must be a floating tensor, got {cost.dtype}')
-    if min(cost.shape) == 0:
-        raise ValueError(f'cost must be non-empty, got {tuple(cost.shape)}')
-    with torch.no_grad():
-        # one reduction, no n x m temporary: amin is NaN if any entry is NaN.
-        # +inf is allowed (forbidden transport, K_ij = 0); NaN and -inf are
-        # not.
-        lowest = cost.amin()
-        if torch.isnan(lowest):
-            raise ValueError('cost contains NaN')
-        if torch.isneginf(lowest):
-            raise ValueError('cost contains -inf; expected finite values '
-                             'or +inf for forbidden transport')
-    return cost
-
-
-def _check_marginal(x, name: str, batch: int, size: int, batched: bool,
-                    dtype, device) -> torch.Tensor:
-    """Return a (B, size) tensor in ``dtype``; uniform 1/size when None."""
-    if x is None:
-        return torch.full((batch, size), 1.0 / size, dtype=dtype,
-                          device=device)
-    x = torch.as_tensor(x, device=device)
-    expected = f'({size},) or ({batch}, {size})' if batched else f'({size},)'
-    if x.ndim == 1 and x.shape[0] == size:
-        x = x.unsqueeze(0).expand(batch, size)
-    elif batched and x.ndim == 2 and tuple(x.shape) == (batch, size):
-        pass
-    else:
-        raise ValueError(f'{name} must have shape {expected} to match the '
-                         f'cost, got {tuple(x.shape)}')
-    x = x.to(dtype)
-    with torch.no_grad():
-        if not torch.isfinite(x).all():
-            raise ValueError(f'{name} must be finite, got non-finite entries')
-        if (x < 0).any():
-            raise ValueError(f'{name} must be non-negative, got minimum '
-                             f'{x.min().item():.3g}')
-        if (x.sum(-1) <= 0).any():
-            raise ValueError(f'{name} must have positive total mass, got a '
-                             'marginal summing to 0')
-    return x
-
-
-def _check_log_prior(log_prior, cost: torch.Tensor):
-    if log_prior is None:
-        return None
-    log_prior = torch.as_tensor(log_prior, device=cost.device)
-    try:
-        shape = torch.broadcast_shapes(log_prior.shape, cost.shape)
-    except RuntimeError:
-        shape = None
-    if shape != cost.shape:
-        raise ValueError(f'log_prior must broadcast to the cost shape '
-                         f'{tuple(cost.shape)}, got {tuple(log_prior.shape)}')
-    with torch.no_grad():
-        # amax is NaN if any entry is NaN (one reduction, no temporary)
-        highest = log_prior.amax()
-        if torch.isnan(highest) or torch.isposinf(highest):
-            raise ValueError('log_prior must be finite or -inf (Q_ij = 0); '
-                             'got NaN or +inf')
-    return log_prior
-
-
 def reot_sinkhorn(cost: torch.Tensor,
                   epsilon: float,
                   a: Optional[torch.Tensor] = None,
@@ -315,32 +218,24 @@ def reot_sinkhorn(cost: torch.Tensor,
         RuntimeError: a non-finite value appeared in the potentials.
     """
     epsilon = check_positive(epsilon)
-    if constraints not in _CONSTRAINTS:
-        raise ValueError(f"constraints must be one of {_CONSTRAINTS}, got "
-                         f'{constraints!r}')
-    if grad not in _GRADS:
-        raise ValueError(f'grad must be one of {_GRADS}, got {grad!r}')
+    check_choice(constraints, 'constraints', _CONSTRAINTS)
+    check_choice(grad, 'grad', _GRADS)
     max_iter, check_every, tol = check_iteration_args(max_iter, check_every,
                                                       tol)
-    if memory not in _MEMORY:
-        raise ValueError(f'memory must be one of {_MEMORY}, got {memory!r}')
-    if chunk_size is not None and (isinstance(chunk_size, bool)
-                                   or int(chunk_size) != chunk_size
-                                   or int(chunk_size) < 1):
-        raise ValueError(f'chunk_size must be a positive integer or None, '
-                         f'got {chunk_size!r}')
+    check_choice(memory, 'memory', _MEMORY)
+    chunk_size = check_positive_int(chunk_size, 'chunk_size', allow_none=True)
 
-    cost = _check_cost(cost)
+    cost = check_cost(cost)
     batched = cost.ndim == 3
     cost3 = cost if batched else cost.unsqueeze(0)
     nb, n, m = cost3.shape
     dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
     device = cost.device
-    log_prior = _check_log_prior(log_prior, cost)
+    log_prior = check_log_prior(log_prior, cost.shape, cost.device)
     lp3 = log_prior  # broadcasts against cost3 (1, n, m) or (B, n, m)
-    a3 = _check_marginal(a, 'a', nb, n, batched, dtype, device)
+    a3 = check_marginal(a, 'a', nb, n, batched, dtype, device)
     if constraints == 'ab':
-        b3 = _check_marginal(b, 'b', nb, m, batched, dtype, device)
+        b3 = check_marginal(b, 'b', nb, m, batched, dtype, device)
         mass_a, mass_b = a3.sum(-1), b3.sum(-1)
         gap = (mass_a - mass_b).abs() / torch.maximum(mass_a, mass_b)
         if (gap > 1e-6).any():
