@@ -38,7 +38,8 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tests', 'det'))
 
-import reot_mm  # noqa: E402,F401
+import reot_mm  # noqa: E402
+reot_mm.register_all_modules()  # imported before mmengine: register explicitly
 from lvis_fixture import CLASSES, make_lvis_fixture  # noqa: E402
 
 TINY_MODEL = dict(

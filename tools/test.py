@@ -14,10 +14,13 @@ predictions for post-hoc tools (``tools/posthoc.py``,
 """
 import argparse
 
-import reot_mm  # noqa: F401  (registers the plugin's modules)
+import reot_mm
 from reot_mm.engine.cli import (add_common_args, build_runner, load_config,
                                 skip_teacher_for_test)
 from reot_mm.engine.distributed import teardown_distributed
+
+# reot_mm was imported before mmengine, so it registers nothing by itself
+reot_mm.register_all_modules()
 
 PICKLE = ('.pkl', '.pickle')
 COMPACT = ('.npz', '.pt')

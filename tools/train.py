@@ -1,14 +1,21 @@
 """Train with an OpenMMLab config (mmpretrain / mmdet / mmseg) and reot_mm.
 
 Same command line as upstream ``tools/train.py``. ``reot_mm`` is imported first,
-so plugin types resolve; on CPU-only machines distributed launches use gloo
-(see ``reot_mm.engine.distributed``).
+so plugin types resolve and its checkpoint fixes apply (atomic saves, resume
+from the newest complete checkpoint: ``reot_mm.engine.checkpoint_safety``); on
+CPU-only machines distributed launches use gloo with ``env_cfg.dist_cfg``
+(``reot_mm.engine.distributed``). Every run gets ``RandomStateHook`` (exact
+resume) and, when distributed, ``BroadcastBuffersHook``.
 """
 import argparse
 
-import reot_mm  # noqa: F401  (registers the plugin's modules)
-from reot_mm.engine.cli import add_common_args, build_runner, load_config
+import reot_mm
+from reot_mm.engine.cli import (add_common_args, add_training_hooks, build_runner,
+                                enable_lr_scaling, load_config)
 from reot_mm.engine.distributed import teardown_distributed
+
+# reot_mm was imported before mmengine, so it registers nothing by itself
+reot_mm.register_all_modules()
 
 
 def parse_args(argv=None):
@@ -16,8 +23,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint, or from the latest checkpoint '
-        'in the work dir if no path is given')
+        help='resume from the given checkpoint, or from the newest complete '
+        'checkpoint in the work dir if no path is given')
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic mixed precision training')
     parser.add_argument('--no-validate', action='store_true',
@@ -46,8 +53,9 @@ def main(argv=None):
         cfg.val_dataloader = None
         cfg.val_evaluator = None
     if args.auto_scale_lr:
-        cfg.setdefault('auto_scale_lr', {})['enable'] = True
+        enable_lr_scaling(cfg)
     runner = build_runner(cfg)
+    add_training_hooks(runner)
     runner.train()
     # the DDP wrapper (and its reducer) must go before its process group
     del runner
