@@ -1,4 +1,4 @@
-"""Class-wise FIFO queues of contrast features (GML Eq. 6, seed 003).
+"""Class-wise FIFO queues of contrast features (GML Eq. 6; Suh and Seo, ICML 2023).
 
 One tensor of K slots is cut into C contiguous segments, one ring buffer per
 class. Segment sizes follow GML Eq. 6, |Z_c| = k_m + (K - C·k_m)·p(c), made

@@ -1,6 +1,6 @@
 """Projection MLP for contrastive heads (BCL g and g_c, GML's projector).
 
-BCL (seed 004, Sec. 4 "Framework") projects backbone features with
+BCL (Zhu et al., CVPR 2022, Sec. 4 "Framework") projects backbone features with
 ``g = Linear(d, d) - BN - ReLU - Linear(d, D)`` and maps the raw classifier
 weights to prototypes with a second MLP ``g_c`` of the same shape; the output
 is L2-normalised by the caller (the loss), not here.

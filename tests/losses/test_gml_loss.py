@@ -1,4 +1,4 @@
-"""GML loss (seed 003): Eq. 3/5/11 (L_GML), Eq. 10, L_τ, Eq. 7 (L_cls), L_KD."""
+"""GML loss (Suh and Seo, ICML 2023): Eq. 3/5/11 (L_GML), Eq. 10, L_τ, Eq. 7 (L_cls), L_KD."""
 import math
 
 import pytest

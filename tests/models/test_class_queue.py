@@ -18,7 +18,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def eq6_by_hand(counts, size, k_m):
-    """Segment sizes transcribed from the reference notes (1-based c)."""
+    """Segment sizes transcribed from GML Eq. 6 as the authors' code rounds it (1-based c)."""
     total = sum(counts)
     ends, cumulative = [], 0.0
     for c, n in enumerate(counts, start=1):

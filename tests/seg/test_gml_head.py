@@ -1,4 +1,4 @@
-"""GML decode head for mmseg (seed 003, Eq. 6, 7, 11; appendix A.2)."""
+"""GML decode head for mmseg (Suh and Seo, ICML 2023, Eq. 6, 7, 11; appendix A.2)."""
 import math
 import os.path as osp
 

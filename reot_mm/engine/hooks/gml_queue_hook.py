@@ -1,4 +1,4 @@
-"""Life cycle of GML's class-wise queues around the Runner (seed 003, Eq. 6)."""
+"""Life cycle of GML's class-wise queues around the Runner (GML Eq. 6)."""
 import time
 from typing import List, Optional
 

@@ -1,4 +1,4 @@
-"""FCN decode heads with a cosine classifier, and the GML head (seed 003, A.2).
+"""FCN decode heads with a cosine classifier, and the GML head (GML App. A.2).
 
 GML's segmentation recipe (Suh & Seo 2023, Sec. 4.8 and appendix A.2): FCN on
 ADE20K, the decode head's classifier replaced by a cosine-similarity
@@ -33,7 +33,6 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
-from reot_mm.losses.gml_loss import gml_loss, gml_temperature_loss
 from reot_mm.seg.models.pixel_sampling import labels_at, sample_pixels_per_class
 
 
@@ -95,11 +94,11 @@ class GMLFCNHead(CosineFCNHead):
     * ``loss_tau`` (only with a trainable τ_g) = β·L_τ,
     * ``tau_g`` (logged, not summed).
 
-    The math is :func:`reot_mm.losses.gml_loss.gml_loss` /
-    :func:`~reot_mm.losses.gml_loss.gml_temperature_loss`; τ_g, α, β and the
-    class counts (``set_class_counts``, called by ``ClassStatisticsHook``) are
-    held by the ``GMLLoss`` module built from ``gml_loss`` (its
-    ``set_class_counts`` is what ``ClassStatisticsHook`` calls). ``GMLQueueHook``
+    The math is :func:`reot_mm.losses.gml_likelihood.gml_loss` /
+    :func:`~reot_mm.losses.gml_likelihood.gml_temperature_loss`, called
+    through :meth:`reot_mm.losses.GMLLoss.likelihood_terms` of the
+    ``GMLLoss`` module built from ``gml_loss``, which holds τ_g, α, β and the
+    class counts (``set_class_counts``, called by ``ClassStatisticsHook``). ``GMLQueueHook``
     (``prefill='none'``) builds the queue's segments from the counts before
     training.
 
@@ -190,13 +189,6 @@ class GMLFCNHead(CosineFCNHead):
             return losses
         query = F.normalize(self.query_mlp(pixel_features), dim=1)
         log_prior = self.gml.log_prior(self.out_channels, features.device)
-        losses['loss_gml'] = self.gml.gml_weight * gml_loss(
-            query, keys, self.queue.labels, target, tau, log_prior,
-            self.gml.alpha).mean()
-        if self.gml.trainable_tau:
-            per_pixel, valid = gml_temperature_loss(
-                query, keys, self.queue.labels, target, tau, sample_ids,
-                self.queue.indices, log_prior, self.gml.alpha)
-            losses['loss_tau'] = self.gml.gml_weight * per_pixel.sum() / \
-                valid.sum().clamp_min(1)
-        return losses
+        return self.gml.likelihood_terms(query, keys, self.queue.labels,
+                                         target, log_prior, self.queue.indices,
+                                         sample_ids)

@@ -20,7 +20,7 @@ from .first_view import FirstViewInference
 class BCLClassifier(FirstViewInference, ImageClassifier):
     """Classification branch + balanced contrastive branch on one backbone.
 
-    Training (BCL Sec. 3.3 "Framework", Fig. 4; reference notes §4):
+    Training (BCL Sec. 3.3 "Framework", Fig. 4, and the authors' code):
 
     * the V views of a batch (view 0 = v1, the classifier view with weak
       augmentation; views 1.. = v2, v3, the contrastive views with strong

@@ -1,6 +1,6 @@
 """GML student for mmpretrain: cosine classifier + class-wise-queue GML loss.
 
-GML (Suh & Seo, ICML 2023, seed 003), Sec. 3.3 and reference notes §3:
+GML (Suh and Seo, ICML 2023), Sec. 3.3 and the authors' code:
 
 * three views per image, (x_cls, x_q, x_k);
 * logits: cosine classifier on h(x_cls) (Eq. 7-8), trained with L_cls;
