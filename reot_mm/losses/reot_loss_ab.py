@@ -1,13 +1,24 @@
-"""Inverse RE-OT loss under the full constraint set U(a, b) (RE-OT Eq. 14)."""
+"""Inverse RE-OT loss under the full constraint set U(a, b) over the batch.
+
+Shi et al., Relative Entropic Optimal Transport: a (Prior-aware) Matching
+Perspective to (Unbalanced) Classification, NeurIPS 2023, Eq. 14 with the plan
+P = diag(u)·K·diag(v), K_ij = Q_ij·exp(-C_ij/ε) (Eq. 6-8), found by Sinkhorn.
+With a_i = 1/B and u from the last row update,
+B·P_ij = softmax_j(-C_ij/ε + log Q_ij + g_j), g = log v: the loss is the U(a)
+loss (Eq. 16, :func:`prior_shifted_cross_entropy`) with log Q replaced by
+log Q + g, where the column log-potentials g depend on the whole batch and are
+differentiated through. Dropping the column constraint gives g = 0, i.e.
+Eq. 16 again.
+"""
 import math
 from typing import Optional, Tuple
 
 import torch
 
 from reot_mm.losses import priors
-from reot_mm.losses.prior_cross_entropy import at_least_fp32, inverse_reot_loss
-from reot_mm.losses.utils import check_choice
-from reot_mm.ot.sinkhorn import SinkhornResult, check_positive, reot_sinkhorn
+from reot_mm.losses.prior_cross_entropy import prior_shifted_cross_entropy
+from reot_mm.losses.utils import at_least_fp32, check_choice, check_positive
+from reot_mm.ot.sinkhorn import SinkhornResult, reot_sinkhorn
 
 CONSTRAINTS = ('a', 'ab')
 SINKHORN_GRADS = ('implicit', 'unrolled')
@@ -170,7 +181,8 @@ def inverse_reot_loss_ab(similarity: torch.Tensor,
                          max_iter: int = 1000,
                          tol: float = 1e-6,
                          check_every: int = 10,
-                         warn: bool = True) -> torch.Tensor:
+                         warn: bool = True,
+                         return_result: bool = False):
     """Per-sample inverse RE-OT loss under U(a, b) over the batch (RE-OT Eq. 14).
 
     With a_i = 1/B, P̃ = y/B and P the U(a, b) plan of Eq. 14's inner problem,
@@ -182,7 +194,7 @@ def inverse_reot_loss_ab(similarity: torch.Tensor,
     (:func:`reot_column_potentials`), differentiated through the Sinkhorn
     iterations (``grad='unrolled'``) or implicitly (``'implicit'``). With
     ``constraints='a'`` the column constraint is dropped, g = 0 and this is
-    exactly :func:`inverse_reot_loss` (Eq. 16).
+    exactly the U(a) loss of Eq. 16.
 
     Args:
         similarity: (B, C) -C up to a constant.
@@ -192,30 +204,38 @@ def inverse_reot_loss_ab(similarity: torch.Tensor,
             (Eq. 36 over this batch), for which P̃ ∈ U(a, b).
         log_prior: log Q, (C,) or (B, C), or None.
         epsilon: ε > 0.
-        focal_gamma, class_weights: as in :func:`inverse_reot_loss`.
+        focal_gamma, class_weights: the focal and class-balanced rows of
+            Table 1, as in :func:`prior_shifted_cross_entropy`.
         constraints: ``'ab'`` (default here) or ``'a'``.
         grad: ``'implicit'`` or ``'unrolled'``.
         max_iter, tol, check_every, warn: Sinkhorn stopping rule.
+        return_result: also return the solver's :class:`SinkhornResult`
+            (None under ``constraints='a'``), e.g. to report convergence.
 
     Returns:
-        (B,) losses (>= fp32).
+        (B,) losses (>= fp32), or ``(losses, result)`` with ``return_result``.
+
+    Raises:
+        ValueError: bad options, shapes or marginals, or a target on a class
+            that b excludes.
     """
     check_choice('constraints', constraints, CONSTRAINTS)
     check_choice('grad', grad, SINKHORN_GRADS)
     similarity = at_least_fp32(similarity)
-    if constraints == 'a':
-        return inverse_reot_loss(similarity, target, log_prior, epsilon,
-                                 focal_gamma, class_weights)
-    num_classes = similarity.shape[-1]
-    if column_marginal is None:
-        column_marginal = priors.batch_label_ratio(target, num_classes)
-    g, _ = reot_column_potentials(similarity, column_marginal, epsilon,
-                                  log_prior, grad=grad, max_iter=max_iter,
-                                  tol=tol, check_every=check_every, warn=warn)
-    _check_target_support(target, g)
-    shifted = g if log_prior is None else log_prior.to(g.dtype) + g
-    return inverse_reot_loss(similarity, target, shifted, epsilon,
-                             focal_gamma, class_weights)
+    result = None
+    if constraints == 'ab':
+        if column_marginal is None:
+            column_marginal = priors.batch_label_ratio(target,
+                                                       similarity.shape[-1])
+        g, result = reot_column_potentials(
+            similarity, column_marginal, epsilon, log_prior, grad=grad,
+            max_iter=max_iter, tol=tol, check_every=check_every, warn=warn)
+        _check_target_support(target, g)
+        log_prior = g if log_prior is None else log_prior.to(g.dtype) + g
+    loss = prior_shifted_cross_entropy(
+        similarity, target, log_prior, epsilon=epsilon,
+        focal_gamma=focal_gamma, class_weights=class_weights)
+    return (loss, result) if return_result else loss
 
 
 def _check_target_support(target: torch.Tensor, g: torch.Tensor) -> None:

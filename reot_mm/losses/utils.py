@@ -5,7 +5,17 @@ from typing import Optional
 
 import torch
 
+# one positive-number check for the whole package (ε, τ, ...)
+from reot_mm.ot.checks import check_positive  # noqa: F401
+
 REDUCTIONS = ('none', 'mean', 'sum')
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs are reduced in float32; float64 stays float64."""
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        return tensor.float()
+    return tensor
 
 
 def check_choice(name: str, value, choices) -> None:

@@ -439,27 +439,6 @@ def test_fused_kernel_gradient_float64(epsilon, prior_rows):
         out.backward()
 
 
-@pytest.mark.parametrize('epsilon', [1.0, 0.5])
-def test_fused_and_plain_paths_agree(batch, epsilon, monkeypatch):
-    """Large inputs take the fused kernel, small ones F.cross_entropy on
-    shifted scores; both give the same values and gradients."""
-    import reot_mm.losses.reot_loss as reot_loss
-    logits, labels = batch
-    weight = torch.rand(B)
-    loss = REOTLoss(prior='class_ratio', class_counts=COUNTS, epsilon=epsilon)
-    loss.set_prior_schedule(0.3)
-
-    def run(x):
-        return loss(x, labels, weight=weight)
-
-    monkeypatch.setattr(reot_loss, '_FUSED_MIN_NUMEL', 0)
-    value_fused, grad_fused = _grad(run, logits)
-    monkeypatch.setattr(reot_loss, '_FUSED_MIN_NUMEL', 1 << 40)
-    value_plain, grad_plain = _grad(run, logits)
-    torch.testing.assert_close(value_fused, value_plain)
-    torch.testing.assert_close(grad_fused, grad_plain)
-
-
 def test_cached_prior_follows_schedule_and_counts(batch):
     logits, labels = batch
     loss = REOTLoss(prior='class_ratio', class_counts=COUNTS)
