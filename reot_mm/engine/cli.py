@@ -8,7 +8,9 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-from reot_mm.engine.distributed import setup_distributed
+from reot_mm.engine.distributed import (BroadcastBuffersHook, check_lr_scaling,
+                                        setup_distributed)
+from reot_mm.engine.random_state import RandomStateHook
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +48,34 @@ def build_runner(cfg):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def add_training_hooks(runner) -> None:
+    """Hooks every training run needs, unless the config already has them.
+
+    ``RandomStateHook``: random generator states in checkpoints (exact resume);
+    ``BroadcastBuffersHook`` (distributed runs): validation scores the model
+    rank 0 saves. Also warns when the global batch does not match
+    ``auto_scale_lr.base_batch_size`` and scaling is off.
+    """
+    present = {type(hook) for hook in runner.hooks}
+    if RandomStateHook not in present:
+        runner.register_hook(RandomStateHook())
+    if runner.world_size > 1 and BroadcastBuffersHook not in present:
+        runner.register_hook(BroadcastBuffersHook())
+    check_lr_scaling(runner)
+
+
+def enable_lr_scaling(cfg) -> None:
+    """``--auto-scale-lr``: mmengine scales the learning rate by
+    global batch / ``auto_scale_lr.base_batch_size``."""
+    scaling = cfg.get('auto_scale_lr') or {}
+    if 'base_batch_size' not in scaling:
+        raise ValueError(
+            '--auto-scale-lr needs auto_scale_lr.base_batch_size in the config (the '
+            'total batch size its learning rate was set for), e.g. '
+            "--cfg-options auto_scale_lr.base_batch_size=256")
+    cfg.auto_scale_lr = dict(scaling, enable=True)
 
 
 def skip_teacher_for_test(cfg) -> bool:

@@ -306,7 +306,10 @@ def patch_mmcv_adjust_hue() -> bool:
 
 
 def install() -> None:
-    """Apply every fix in this module. Safe to call any number of times."""
+    """Apply every fix in this module and the checkpoint fixes of
+    :mod:`reot_mm.engine.checkpoint_safety`. Safe to call any number of times."""
+    from .checkpoint_safety import install as install_checkpoint_safety
+    install_checkpoint_safety()
     install_checkpoint_safe_globals()
     patch_lvis_numpy_aliases()
     patch_mmcv_adjust_hue()
