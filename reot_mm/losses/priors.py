@@ -2,10 +2,11 @@
 
 Pure tensor functions (no OpenMMLab import). Everything is in the log domain:
 a prior enters the loss only as ``log Q`` added to the scores, and under the
-relaxed constraint set U(a) any per-row scaling of Q cancels (RE-OT Eq. 16), so
+relaxed constraint set U(a) any per-row scaling of Q cancels (Eq. 16), so
 class-wise priors are returned as normalised log-ratios of shape (C,) or (B, C).
 
-Seed equations (file 000 / 001 of ../shared/seeds):
+Equations of Shi et al., Relative Entropic Optimal Transport: a (Prior-aware)
+Matching Perspective to (Unbalanced) Classification, NeurIPS 2023:
 
 * Eq. 15 / 33: Q = (1 - λ(t))·Uniform + λ(t)·r
 * Eq. 34: λ(t) piecewise linear in the epoch t with milestones t1 < t2 (< t3)
@@ -15,6 +16,11 @@ Seed equations (file 000 / 001 of ../shared/seeds):
 * Eq. 38: r_ij = softmax(l_i)_j · n_j / Σ_k n_k (sample-wise)
 * Table 1, LDAM row: Q_ij = exp(-1[j = y_i]·m_j) with m_j ∝ n_j^(-γ)
 * Table 1, class-balanced row: P̃_ij = y_ij·(1 - β)/(1 - β^(n_j))
+
+Functions of per-class counts take the raw counts (what the modules store)
+and replace zeros by a pseudo-count ``min_count`` themselves: a class without
+training samples would otherwise get log r = -inf (an unreachable logit), an
+infinite LDAM margin or an infinite class-balanced weight.
 """
 import math
 import warnings
@@ -72,9 +78,21 @@ def smooth_zero_counts(counts: torch.Tensor, min_count: float = 1.0,
     return counts
 
 
-def log_class_ratio(class_counts: torch.Tensor) -> torch.Tensor:
-    """log r_j = log(n_j / Σ_k n_k) (RE-OT Eq. 35), shape (C,), float32."""
+def _smoothed(class_counts: torch.Tensor, min_count: float) -> torch.Tensor:
+    """float64 counts with zeros replaced by ``min_count`` (> 0)."""
+    if not min_count > 0:
+        raise ValueError(f'min_count must be > 0, got {min_count}')
     counts = class_counts.to(torch.float64)
+    return torch.where(counts > 0, counts, torch.full_like(counts, min_count))
+
+
+def log_class_ratio(class_counts: torch.Tensor,
+                    min_count: float = 1.0) -> torch.Tensor:
+    """log r_j = log(n_j / Σ_k n_k) (RE-OT Eq. 35), shape (C,), float32.
+
+    Zero counts count as ``min_count``.
+    """
+    counts = _smoothed(class_counts, min_count)
     return (counts.log() - counts.sum().log()).to(torch.float32)
 
 
@@ -113,21 +131,59 @@ def log_interpolated_ratio(log_class: torch.Tensor, log_batch: torch.Tensor,
 
 def log_sample_wise_ratio(logits: torch.Tensor, log_r: torch.Tensor,
                           g: float = 1.0) -> torch.Tensor:
-    """Sample-wise prior R_ij ∝ r_j·[(1 - g)/C + g·softmax(l_i)_j], shape (B, C).
+    """Sample-wise prior, paper-style form (the default), shape (B, C)::
 
-    With g = 1 and r the class ratio this is RE-OT Eq. 38; general g is the
-    authors' code (g = 0 in every shipped config, i.e. class-wise r). The
-    softmax is detached (the prior carries no gradient) and rows are
-    normalised so the result mixes with the uniform prior on the same scale.
+        R_ij ∝ r_j·[(1 - g)/C + g·softmax(l_i)_j],   rows normalised to 1
+
+    With g = 1 and r the class ratio this is RE-OT Eq. 38; 0 ≤ g < 1 mixes in
+    the class-wise r. The softmax is detached (the prior carries no gradient)
+    and rows are normalised so the result mixes with the uniform prior on the
+    same scale. :func:`log_sample_wise_ratio_official` is the authors' form.
     """
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f'sample_wise_g must be in [0, 1], got {g}')
-    num_classes = logits.shape[-1]
+    _check_sample_wise_g(g)
     log_soft = torch.log_softmax(logits.detach().to(torch.float32), dim=-1)
+    num_classes = log_soft.shape[-1]
     log_inner = _log_mix(
         torch.full_like(log_soft, -math.log(num_classes)), log_soft, g)
     log_joint = log_r.to(torch.float32) + log_inner
     return log_joint - torch.logsumexp(log_joint, dim=-1, keepdim=True)
+
+
+def log_sample_wise_ratio_official(logits: torch.Tensor, log_r: torch.Tensor,
+                                   g: float = 1.0,
+                                   batch_size: Optional[int] = None
+                                   ) -> torch.Tensor:
+    """Sample-wise prior as the authors' code forms it (their ``gama`` = g)::
+
+        R_ij = r_j·[(1 - g)·U + g·softmax(l_i)_j],   U = 1/(B·C) per entry
+
+    with the softmax detached and rows NOT renormalised, shape (B, C). For
+    0 < g < 1 the mix therefore depends on the batch size B: it equals the
+    paper-style :func:`log_sample_wise_ratio` with
+    g' = g·B/(g·B + 1 - g) up to a per-row constant (which cancels under
+    U(a), Eq. 16, but not where Q is mixed with the uniform prior).
+
+    Args:
+        logits: (B, C) scores of the batch (detached here).
+        log_r: (C,) or (B, C) log r.
+        g: weight of the softmax term in [0, 1].
+        batch_size: B of U; defaults to the number of rows (pass the global
+            batch size when the rows are one rank's share of it).
+    """
+    _check_sample_wise_g(g)
+    log_soft = torch.log_softmax(logits.detach().to(torch.float32), dim=-1)
+    num_classes = log_soft.shape[-1]
+    batch = log_soft.shape[0] if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    log_uniform = torch.full_like(log_soft,
+                                  -math.log(batch) - math.log(num_classes))
+    return log_r.to(torch.float32) + _log_mix(log_uniform, log_soft, g)
+
+
+def _check_sample_wise_g(g: float) -> None:
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f'sample_wise_g must be in [0, 1], got {g}')
 
 
 def log_epoch_varying_prior(log_r: torch.Tensor, prior_weight: float,
@@ -165,25 +221,30 @@ def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor,
 
 
 def ldam_margins(class_counts: torch.Tensor, max_margin: float = 0.5,
-                 power: float = 0.25) -> torch.Tensor:
+                 power: float = 0.25, min_count: float = 1.0) -> torch.Tensor:
     """LDAM margins m_j = max_margin·(n_j^(-power) / max_k n_k^(-power)), (C,).
 
-    Cao et al. 2019 use power 1/4 and a largest margin of 0.5.
+    RE-OT Table 1, LDAM row (Cao et al., Learning Imbalanced Datasets with
+    Label-Distribution-Aware Margin Loss, NeurIPS 2019, use power 1/4 and a
+    largest margin of 0.5). Zero counts count as ``min_count``.
     """
-    raw = class_counts.to(torch.float64).pow(-power)
+    raw = _smoothed(class_counts, min_count).pow(-power)
     return (raw * (max_margin / raw.max())).to(torch.float32)
 
 
 def class_balanced_weights(class_counts: torch.Tensor, beta: float = 0.9999,
-                           normalize: bool = True) -> torch.Tensor:
-    """Class-balanced weights w_j = (1 - β)/(1 - β^(n_j)) (Cui et al. 2019), (C,).
+                           normalize: bool = True,
+                           min_count: float = 1.0) -> torch.Tensor:
+    """Class-balanced weights w_j = (1 - β)/(1 - β^(n_j)), (C,).
 
-    With ``normalize`` the weights are rescaled to sum to C, as in the
-    original implementation, so the loss scale matches plain CE on average.
+    RE-OT Table 1, class-balanced row (Cui et al., Class-Balanced Loss Based
+    on Effective Number of Samples, CVPR 2019). With ``normalize`` the weights
+    are rescaled to sum to C, as in the original implementation, so the loss
+    scale matches plain CE on average. Zero counts count as ``min_count``.
     """
     if not 0.0 <= beta < 1.0:
         raise ValueError(f'cb_beta must be in [0, 1), got {beta}')
-    counts = class_counts.to(torch.float64)
+    counts = _smoothed(class_counts, min_count)
     # 1 - β^n computed as -expm1(n·log β) keeps precision for β close to 1.
     if beta == 0.0:
         weights = torch.ones_like(counts)
