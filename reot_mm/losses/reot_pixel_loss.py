@@ -1,114 +1,156 @@
-"""Inverse RE-OT loss for dense (per-pixel) prediction (RE-OT Eq. 16 per pixel).
+"""RE-OT adapter for dense (per-pixel) prediction (RE-OT Eq. 16 per pixel).
 
+Shi et al., Relative Entropic Optimal Transport: a (Prior-aware) Matching
+Perspective to (Unbalanced) Classification, NeurIPS 2023 (RE-OT below).
 Every labelled pixel is one row of the U(a) problem of RE-OT Eq. 14/16: with
-the pixel's scores s (its C logits, or scaled cosines) and the class-wise prior
-Q (Eq. 15: Q = (1 - λ)·Uniform + λ·r, r from per-class pixel or image counts),
+the pixel's scores s (its C logits, or scaled cosines) and the prior Q
+(Eq. 15: Q = (1 - λ)·Uniform + λ·r, r from per-class pixel or image counts),
 
     L_p = -log softmax_j(s_pj / ε + α·log Q_j)  evaluated at j = y_p,
 
 which is plain cross-entropy for a uniform Q and the Balanced-Softmax /
 logit-adjusted CE(s + log π) for Q = π (λ = 1). α (``prior_scale``) is the
-logit-adjustment strength of GML Eq. 11 (α·η_c with η_c = log p(c)); 1 leaves
-RE-OT unchanged.
+logit-adjustment strength of GML Eq. 11 (Suh and Seo, Long-Tailed Recognition
+by Mutual Information Maximization between Latent Features and Ground-Truth
+Labels, ICML 2023): α·η_c with η_c = log p(c); 1 leaves RE-OT unchanged.
 
-The math is RE-OT's (:mod:`reot_mm.losses.reot_loss`: its fused
-``_PriorCrossEntropy`` kernel / ``F.cross_entropy`` on shifted scores, or
-:func:`~reot_mm.losses.reot_loss.inverse_reot_loss` on rows) and the priors are
-:class:`reot_mm.losses.REOTLoss`'s; this module only speaks the mmseg
-decode-head contract: ``loss(seg_logits (B, C, H, W), seg_label (B, H, W),
-weight=None, ignore_index=255)`` with a ``loss_name`` starting with ``loss_``.
-Only the U(a) loss (Eq. 16) is offered per pixel: the U(a, b) plan would
-couple all pixels of a batch through one Sinkhorn problem.
+The adapter handles the ignore label and mmseg's averaging; the prior is
+formed as in ``REOTLoss`` (:class:`~reot_mm.losses.reot_prior.REOTPriorModule`)
+and the loss is the same
+:func:`~reot_mm.losses.prior_cross_entropy.prior_shifted_cross_entropy`, run
+on the (B, C, H, W) scores in place (no (B·H·W, C) permute). Only the U(a)
+loss (Eq. 16) is offered per pixel: the U(a, b) plan would couple every pixel
+of a batch through one Sinkhorn problem.
 """
+import math
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.registry import MODELS
 
-from reot_mm.losses.reot_loss import (_FUSED_MIN_NUMEL, REOTLoss,
-                                      _PriorCrossEntropy, at_least_fp32,
-                                      inverse_reot_loss)
-from reot_mm.losses.utils import (check_choice, raise_non_finite,
+from reot_mm.losses.finite import raise_if_non_finite
+from reot_mm.losses.prior_cross_entropy import prior_shifted_cross_entropy
+from reot_mm.losses.reot_prior import REOTPriorModule
+from reot_mm.losses.utils import (at_least_fp32, check_choice,
                                   weight_reduce_loss)
 
-# priors that make sense per pixel; 'teacher' needs dense teacher maps and
-# 'ldam' a per-sample margin, neither of which a decode head provides
+# priors that have a per-pixel meaning; 'teacher' needs dense teacher maps
+# and 'ldam' a per-sample margin, neither of which a decode head provides
 PIXEL_PRIORS = ('uniform', 'class_ratio', 'batch_ratio', 'interpolated',
                 'sample_wise')
+PIXEL_SUPERVISIONS = ('label', 'focal')
 
 
 @MODELS.register_module()
-class REOTPixelLoss(REOTLoss):
+class REOTPixelLoss(REOTPriorModule):
     """Inverse RE-OT loss for mmseg decode heads (``loss_decode``).
 
-    Registered in mmengine's root ``MODELS`` as ``REOTPixelLoss``, so
-    ``loss_decode=dict(type='REOTPixelLoss', ...)`` resolves in the mmseg scope.
-    Per-class counts come from ``class_counts`` or, before training, from
-    ``ClassStatisticsHook`` (pixel counts by default; image counts — the
-    number of training images in which a class occurs — as an option, see
-    ``docs/methods/ade20k.md``). λ(t) comes from ``REOTPriorHook``; ADE20K
-    schedules are iteration-based, so give the milestones as fractions of
-    ``max_iters``.
+    Head contract (mmseg ``BaseDecodeHead.loss_by_feat``): called as
+    ``loss(seg_logits (B, C, H, W), seg_label (B, H, W), weight=None,
+    ignore_index=255)``; the result is logged and summed under ``loss_name``,
+    which must start with ``loss_``. Registered in mmengine's root ``MODELS``,
+    so ``loss_decode=dict(type='REOTPixelLoss', ...)`` resolves in the mmseg
+    scope.
 
-    With a class-wise prior the (B, C, H, W) scores are used in place (class
-    dimension second, :func:`dense_inverse_reot_loss`): no (B·H·W, C) copy.
-    The per-pixel prior (``'sample_wise'``) and the focal row permute the
-    scores to (B·H·W, C) once. Ignored pixels keep a dummy label and are
-    masked out of the loss and its gradient; an image (or batch) without
-    labelled pixels contributes zero loss and zero gradient.
+    Per-class counts come from ``class_counts`` or ``ClassStatisticsHook``
+    (pixel counts by default; image counts as an option, see
+    ``docs/methods/ade20k.md``); λ(t) from ``REOTPriorHook`` (ADE20K schedules
+    are iteration-based: give the milestones as fractions of ``max_iters``).
+    Ignored pixels get zero loss and zero gradient; an image (or batch)
+    without labelled pixels contributes zero.
 
     Args:
-        prior: one of ``'uniform'``, ``'class_ratio'`` (Eq. 35, default),
+        prior: ``'uniform'``, ``'class_ratio'`` (Eq. 35, default),
             ``'batch_ratio'`` (Eq. 36, labelled pixels of the global batch),
-            ``'interpolated'`` (Eq. 37), ``'sample_wise'`` (Eq. 38 per pixel).
-        prior_scale: α multiplying log Q (GML Eq. 11; logit-adjustment
-            strength). Not touched by the prior hook. Defaults to 1.
+            ``'interpolated'`` (Eq. 37) or ``'sample_wise'`` (Eq. 38 per
+            labelled pixel).
+        prior_scale: α multiplying log Q (GML Eq. 11). Not touched by the
+            prior hook. Defaults to 1.
         cost: ``'logits'`` (default) or ``'cosine'`` (scores are cosines of a
             cosine classifier, scaled by ``scale`` = 1/τ_s: GML Eq. 7).
+        scale: multiplier of the cosines for ``cost='cosine'``.
+        epsilon: ε > 0 of Eq. 16.
         avg_non_ignore: ``True`` (default) averages over labelled pixels only,
             like ``F.cross_entropy(ignore_index=...)`` and mmseg's
             ``CrossEntropyLoss(avg_non_ignore=True)``; ``False`` divides by all
             pixels, as mmseg's ``CrossEntropyLoss`` does by default.
+        supervision: ``'label'`` (default) or ``'focal'`` (Table 1 focal row).
+        focal_gamma: γ of the focal row.
+        interpolation_gamma, sample_wise_g, sample_wise_base,
+            sample_wise_form: as in ``REOTLoss``.
+        class_counts: per-class training counts (raw), or None (the hook).
+        num_classes: expected C (validates counts and scores).
+        min_count: pseudo-count of classes without labelled pixels.
+        prior_weight, prior_power: λ and the exponent of Q (buffers).
+        reduction: 'mean' | 'sum' | 'none'.
+        loss_weight: multiplier of the loss.
         loss_name: key of the loss in the head's loss dict; must start with
             ``loss_``. Defaults to ``'loss_reot'``.
-        **kwargs: every other ``REOTLoss`` argument (``epsilon``,
-            ``prior_weight``, ``prior_power``, ``interpolation_gamma``,
-            ``sample_wise_g``, ``supervision``, ``class_counts``,
-            ``num_classes``, ``min_count``, ``reduction``, ``loss_weight``, ...).
     """
 
     def __init__(self,
                  prior: str = 'class_ratio',
                  prior_scale: float = 1.0,
                  cost: str = 'logits',
+                 scale: float = 1.0,
+                 epsilon: float = 1.0,
                  avg_non_ignore: bool = True,
-                 loss_name: str = 'loss_reot',
+                 supervision: str = 'label',
+                 focal_gamma: float = 2.0,
+                 interpolation_gamma: float = 0.74,
+                 sample_wise_g: float = 1.0,
+                 sample_wise_base: str = 'class_ratio',
+                 sample_wise_form: str = 'normalized',
                  class_counts: Optional[Sequence[float]] = None,
-                 **kwargs):
-        check_choice('REOTPixelLoss: prior', prior, PIXEL_PRIORS)
+                 num_classes: Optional[int] = None,
+                 min_count: float = 1.0,
+                 prior_weight: float = 1.0,
+                 prior_power: float = 1.0,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 loss_name: str = 'loss_reot'):
+        super().__init__()
         if cost not in ('logits', 'cosine'):
             raise ValueError("REOTPixelLoss: cost must be 'logits' or "
                              f"'cosine', got {cost!r}")
-        if kwargs.get('constraints', 'a') != 'a':
-            # the U(a, b) batch plan would couple every pixel of the batch
-            raise ValueError("REOTPixelLoss supports constraints='a' (U(a), "
-                             f"Eq. 16) only, got {kwargs['constraints']!r}")
-        if kwargs.get('margin_type') is not None:
-            raise ValueError('REOTPixelLoss does not support margin_type '
-                             f'(got {kwargs["margin_type"]!r}); use margin_type=None')
+        check_choice('REOTPixelLoss: supervision', supervision,
+                     PIXEL_SUPERVISIONS)
+        check_choice('REOTPixelLoss: reduction', reduction,
+                     ('none', 'mean', 'sum'))
         if not isinstance(loss_name, str) or not loss_name.startswith('loss_'):
             raise ValueError("REOTPixelLoss: loss_name must start with 'loss_' "
                              f'(mmseg sums only such keys), got {loss_name!r}')
         if not (isinstance(prior_scale, (int, float)) and prior_scale >= 0):
             raise ValueError('REOTPixelLoss: prior_scale (α) must be a number '
                              f'>= 0, got {prior_scale!r}')
-        super().__init__(prior=prior, cost=cost, loss_name=loss_name,
-                         class_counts=class_counts, **kwargs)
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise ValueError('REOTPixelLoss: epsilon must be a finite number '
+                             f'> 0, got {epsilon}')
+        if focal_gamma < 0:
+            raise ValueError(f'REOTPixelLoss: focal_gamma must be >= 0, got '
+                             f'{focal_gamma}')
         self.prior_scale = float(prior_scale)
+        self.cost = cost
+        self.scale = float(scale)
+        self.epsilon = float(epsilon)
         self.avg_non_ignore = bool(avg_non_ignore)
-        self._uses_batch_labels = prior in ('batch_ratio', 'interpolated') or (
-            prior == 'sample_wise' and self.sample_wise_base == 'interpolated')
+        self.supervision = supervision
+        self.focal_gamma = float(focal_gamma)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        self._loss_name = loss_name
+        self.init_reot_prior(prior, PIXEL_PRIORS, interpolation_gamma,
+                             sample_wise_g, sample_wise_base, sample_wise_form)
+        self.init_class_counts(class_counts, num_classes, min_count)
+        self.init_prior_schedule(prior_weight, prior_power)
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
+
+    @property
+    def needs_class_counts(self) -> bool:
+        return self.prior in ('class_ratio', 'interpolated', 'sample_wise')
 
     def forward(self,
                 seg_logits: torch.Tensor,
@@ -160,22 +202,20 @@ class REOTPixelLoss(REOTLoss):
         target = seg_label.long()
         valid = None if ignore_index is None else target != ignore_index
         if valid is not None:
-            # any in-range label keeps the kernels' gather valid; the mask
-            # below removes these pixels from the loss and the gradient
+            # any in-range label keeps the gathers valid; masked below
             target = target.masked_fill(~valid, 0)
         _check_pixel_labels(target, seg_label, num_classes, ignore_index)
-        similarity = self.similarity(seg_logits, target)
-        if self.prior == 'sample_wise' or self.supervision == 'focal':
-            loss = self._flat_loss(similarity, target, valid)
-        else:
-            log_q = self._pixel_log_prior(similarity, target, valid)
-            loss = dense_inverse_reot_loss(similarity, target, log_q,
-                                           self.epsilon)
-            class_weights = self.class_weights(num_classes)
-            if class_weights is not None:
-                loss = loss * class_weights.to(loss)[target]
+        similarity = at_least_fp32(seg_logits)
+        if self.cost == 'cosine':
+            similarity = self.scale * similarity
+        focal = self.focal_gamma if self.supervision == 'focal' else 0.0
+        loss = prior_shifted_cross_entropy(
+            similarity, target, self._pixel_log_prior(similarity, target, valid),
+            epsilon=self.epsilon, prior_scale=self.prior_scale,
+            focal_gamma=focal)
         if valid is not None:
-            loss = loss * valid
+            # where, not a product: an ignored pixel's loss may be inf
+            loss = torch.where(valid, loss, torch.zeros_like(loss))
         if reduction == 'mean' and avg_factor is None:
             if valid is not None and self.avg_non_ignore:
                 avg_factor = valid.sum().item()
@@ -184,95 +224,44 @@ class REOTPixelLoss(REOTLoss):
         loss = weight_reduce_loss(loss, weight, reduction,
                                   avg_factor if reduction == 'mean' else None)
         if not torch.isfinite(loss if loss.ndim == 0 else loss.sum()):
-            raise_non_finite(seg_logits.movedim(1, -1).reshape(-1, num_classes),
-                             'seg_logits')
+            raise_if_non_finite(
+                loss, 'REOTPixelLoss', 'check class_counts (min_count); '
+                'expected positive prior mass on every labelled class',
+                seg_logits=seg_logits, weight=weight)
         return loss if self.loss_weight == 1.0 else self.loss_weight * loss
 
-    def _flat_loss(self, similarity: torch.Tensor, target: torch.Tensor,
-                   valid: Optional[torch.Tensor]) -> torch.Tensor:
-        """Per-pixel rows (B·H·W, C) through ``inverse_reot_loss``.
-
-        Used for the per-pixel (sample-wise, Eq. 38) prior and the focal row,
-        which need a (rows, C) layout; the scores are permuted once.
-        """
-        num_classes = similarity.shape[1]
-        flat = similarity.movedim(1, -1).reshape(-1, num_classes)
-        flat_target = target.reshape(-1)
-        flat_valid = None if valid is None else valid.reshape(-1)
-        log_q = self._pixel_log_prior(flat, flat_target, flat_valid,
-                                      class_dim=-1)
-        focal = self.focal_gamma if self.supervision == 'focal' else 0.0
-        loss = inverse_reot_loss(flat, flat_target, log_q, self.epsilon, focal,
-                                 self.class_weights(num_classes))
-        return loss.reshape(target.shape)
-
-    def _pixel_log_prior(self, scores: torch.Tensor, target: torch.Tensor,
-                         valid: Optional[torch.Tensor], class_dim: int = 1
+    def _pixel_log_prior(self, similarity: torch.Tensor, target: torch.Tensor,
+                         valid: Optional[torch.Tensor]
                          ) -> Optional[torch.Tensor]:
-        """α·log Q: (C,) for class-wise priors; the shape of ``scores`` for
-        ``'sample_wise'`` (only with ``class_dim=-1``, rows of C scores)."""
+        """log Q: (C,) for class-wise priors, (B, C, H, W) per pixel for
+        ``'sample_wise'`` (formed on the labelled pixels' rows, 0 elsewhere)."""
         if self.prior == 'uniform' or self.prior_scale == 0.0:
             return None
-        num_classes = scores.shape[class_dim]
-        # batch ratios count labelled pixels only (Eq. 36 over the global
-        # batch); class-wise priors need nothing but the number of classes
-        labels = target.reshape(-1)
-        if valid is not None and self._uses_batch_labels:
-            labels = labels[valid.reshape(-1)]
-        rows = scores if self.prior == 'sample_wise' else \
-            scores.new_empty((0, num_classes))
-        log_q = self.log_prior(rows, labels)
-        if log_q is None or self.prior_scale == 1.0:
-            return log_q
-        return log_q * self.prior_scale
+        num_classes = similarity.shape[1]
+        # batch ratios count labelled pixels only (Eq. 36 over the batch);
+        # class-wise priors do not look at the labels
+        labels = target if valid is None or not (
+            self.uses_batch_labels or self.prior == 'sample_wise') \
+            else target[valid]
+        if self.prior != 'sample_wise':
+            return self.reot_log_prior(labels.reshape(-1), num_classes)
+        pixels = similarity.movedim(1, -1)
+        rows = pixels.reshape(-1, num_classes) if valid is None \
+            else pixels[valid]
+        log_rows = self.reot_log_prior(labels.reshape(-1), num_classes, rows)
+        if log_rows is None:
+            return None
+        log_q = pixels.new_zeros(pixels.shape)
+        if valid is None:
+            log_q = log_rows.reshape(pixels.shape)
+        else:
+            log_q[valid] = log_rows.to(log_q.dtype)
+        return log_q.movedim(-1, 1)
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f', prior_scale={self.prior_scale}, '
+        return (f'prior={self.prior}, cost={self.cost}, epsilon={self.epsilon}, '
+                f'prior_scale={self.prior_scale}, '
                 f'avg_non_ignore={self.avg_non_ignore}')
-
-
-def dense_inverse_reot_loss(similarity: torch.Tensor, target: torch.Tensor,
-                            log_prior: Optional[torch.Tensor] = None,
-                            epsilon: float = 1.0) -> torch.Tensor:
-    """Inverse RE-OT loss (RE-OT Eq. 16) with the class dimension second.
-
-    L_p = -log softmax_j(s_pj/ε + log Q_j) at j = y_p, for every pixel p, on
-    (B, C, *spatial) scores as they come out of a decode head: no
-    (B·H·W, C) permute (a strided transpose that costs as much as the loss
-    itself on the CPU). It runs the same two kernels as
-    :func:`reot_mm.losses.reot_loss.inverse_reot_loss` with one-hot P̃ —
-    ``F.cross_entropy`` on the shifted scores for small inputs, the fused
-    ``_PriorCrossEntropy`` from about a million scores on — whose class-wise
-    reductions all run along dim 1, so they apply to dense layouts unchanged
-    (tested equal to the permuted rows through ``inverse_reot_loss``).
-
-    Args:
-        similarity: (B, C, *spatial) -C up to a constant (logits or scaled
-            cosines).
-        target: (B, *spatial) labels in [0, C) (ignored pixels must carry a
-            valid dummy label and be masked by the caller).
-        log_prior: log Q of shape (C,) (class-wise), or None for uniform.
-        epsilon: ε > 0.
-
-    Returns:
-        (B, *spatial) per-pixel losses, float32 or float64.
-    """
-    similarity = at_least_fp32(similarity)
-    if log_prior is not None:
-        if log_prior.ndim != 1 or log_prior.numel() != similarity.shape[1]:
-            raise ValueError('log_prior must be a class-wise (C,) vector with '
-                             f'C={similarity.shape[1]}, got shape '
-                             f'{tuple(log_prior.shape)}')
-        # (C, 1, ..., 1): broadcasts along the class dimension
-        log_prior = log_prior.to(similarity.dtype).reshape(
-            (-1, ) + (1, ) * (similarity.ndim - 2))
-    if similarity.numel() >= _FUSED_MIN_NUMEL:
-        return _PriorCrossEntropy.apply(similarity, log_prior, target,
-                                        1.0 / epsilon)
-    scores = similarity if epsilon == 1.0 else similarity / epsilon
-    if log_prior is not None:
-        scores = scores + log_prior
-    return F.cross_entropy(scores, target, reduction='none')
 
 
 def _check_pixel_labels(target: torch.Tensor, seg_label: torch.Tensor,

@@ -1,4 +1,7 @@
-"""Inverse RE-OT loss for the classification branch of two-stage detectors.
+"""RE-OT adapter for the classification branch of two-stage detectors.
+
+Shi et al., Relative Entropic Optimal Transport: a (Prior-aware) Matching
+Perspective to (Unbalanced) Classification, NeurIPS 2023 (RE-OT below).
 
 mmdet's softmax bbox heads score every sampled RoI with C + 1 logits, the last
 one being background (label C). Each RoI is one row of the U(a) problem of
@@ -9,7 +12,7 @@ RE-OT Eq. 14/16, so the loss per RoI is
 with the epoch-varying prior Q = (1 - λ)·Uniform + λ·r of RE-OT Eq. 15 and r
 from the per-class *instance* counts of the training annotations (Eq. 35). The
 detection-specific question is what Q does on the background column. Two
-choices are offered (reference notes §1):
+choices are offered (the paper has no detection code to follow):
 
 ``background='foreground_only'`` (default)
     Q is mixed over the C foreground classes only and the background keeps its
@@ -51,12 +54,14 @@ from mmengine.registry import MODELS
 
 from reot_mm import dist
 from reot_mm.losses import priors
-from reot_mm.losses.reot_loss import REOTLoss
-from reot_mm.losses.utils import check_choice
+from reot_mm.losses.class_counts import ScheduledPriorModule
+from reot_mm.losses.finite import raise_if_non_finite
+from reot_mm.losses.prior_cross_entropy import prior_shifted_cross_entropy
+from reot_mm.losses.utils import (at_least_fp32, check_choice, check_labels,
+                                  weight_reduce_loss)
 
 BACKGROUND_MODES = ('foreground_only', 'batch_fraction')
-# class-wise priors that make sense for RoIs; 'sample_wise', 'teacher' and
-# 'ldam' have no background semantics (and 'ldam' is not scheduled)
+# class-wise priors that have a RoI meaning
 ROI_PRIORS = ('uniform', 'class_ratio', 'batch_ratio', 'interpolated')
 ROI_SUPERVISIONS = ('label', 'focal')
 
@@ -126,25 +131,27 @@ def roi_label_mass(labels: torch.Tensor, num_fg_classes: int) -> torch.Tensor:
 
 
 @MODELS.register_module()
-class REOTRoILoss(REOTLoss):
-    """Inverse RE-OT loss (RE-OT Eq. 14/16, U(a)) for mmdet bbox heads (``loss_cls``).
+class REOTRoILoss(ScheduledPriorModule):
+    """Inverse RE-OT loss (RE-OT Eq. 16, U(a)) for mmdet bbox heads (``loss_cls``).
 
-    Registered in mmengine's root ``MODELS`` as ``REOTRoILoss``, so
-    ``loss_cls=dict(type='REOTRoILoss', ...)`` resolves in the mmdet scope.
-    Called by ``BBoxHead.loss`` as ``loss_cls(cls_score (N, C + 1), labels (N,),
-    label_weights (N,), avg_factor=..., reduction_override=...)`` with label C
-    for background.
+    An adapter: every sampled RoI is a row of C + 1 scores (background last);
+    the adapter forms the detection prior (:func:`log_detection_prior`) and
+    calls the same prior-shifted cross-entropy as ``REOTLoss``. Registered in
+    mmengine's root ``MODELS``, so ``loss_cls=dict(type='REOTRoILoss', ...)``
+    resolves in the mmdet scope.
 
-    Head contract (reference notes §5): the loss keeps C + 1 channels and the
-    softmax activation, so it sets none of ``custom_cls_channels``,
-    ``custom_activation`` or ``custom_accuracy``; the head predicts with the
-    softmax of the raw logits (N, C + 1), background last (no prior at test
-    time — the RE-OT default inference), and logs mmdet's own ``acc``. A
-    Cascade head holds one such loss per stage; the hooks reach all of them.
+    Head contract: ``BBoxHead.loss`` calls ``loss_cls(cls_score (N, C + 1),
+    labels (N,), label_weights (N,), avg_factor=..., reduction_override=...)``
+    with label C for background. The loss keeps C + 1 channels and the
+    softmax activation, so it sets none of mmdet's ``custom_cls_channels``,
+    ``custom_activation`` or ``custom_accuracy`` flags: the head predicts with
+    the softmax of the raw logits (N, C + 1), background last (no prior at
+    test time — the RE-OT default inference), and logs mmdet's own ``acc``.
+    A Cascade head holds one such loss per stage; the hooks reach all of them.
 
-    Per-class counts (C foreground instance counts, no background entry) come
-    from ``class_counts`` or, before training, from ``ClassStatisticsHook``;
-    λ(t) from ``REOTPriorHook``. Both are buffers (saved in checkpoints).
+    The C foreground instance counts (no background entry) come from
+    ``class_counts`` or ``ClassStatisticsHook``; λ(t) from ``REOTPriorHook``.
+    Both are buffers (in checkpoints).
 
     Args:
         background: ``'foreground_only'`` (default) or ``'batch_fraction'``;
@@ -156,13 +163,18 @@ class REOTRoILoss(REOTLoss):
         num_classes: C, the number of foreground classes (the head's
             ``num_classes``); validates the counts and the (N, C + 1) scores.
             None: taken from the counts.
-        supervision: ``'label'`` (default) or ``'focal'``.
+        class_counts: C foreground instance counts, or None (the hook).
+        supervision: ``'label'`` (default) or ``'focal'`` (Table 1 focal row).
+        focal_gamma: γ of the focal row.
+        epsilon: ε > 0 of Eq. 16 (softmax temperature).
+        prior_weight, prior_power: λ and the exponent of Q (buffers; set by
+            ``REOTPriorHook``).
+        interpolation_gamma: γ of Eq. 37.
+        min_count: pseudo-count of classes without instances.
+        reduction: 'mean' | 'sum' | 'none'.
         loss_weight: multiplier of the loss.
         loss_name: key of the loss in the head's loss dict (mmdet stores a
             tensor under ``loss_cls``; the name is informational).
-        **kwargs: every other ``REOTLoss`` argument (``epsilon``,
-            ``prior_weight``, ``prior_power``, ``interpolation_gamma``,
-            ``focal_gamma``, ``min_count``, ``reduction``, ...).
     """
 
     def __init__(self,
@@ -171,91 +183,71 @@ class REOTRoILoss(REOTLoss):
                  num_classes: Optional[int] = None,
                  class_counts: Optional[Sequence[float]] = None,
                  supervision: str = 'label',
-                 loss_name: str = 'loss_cls',
-                 **kwargs):
+                 focal_gamma: float = 2.0,
+                 epsilon: float = 1.0,
+                 prior_weight: float = 1.0,
+                 prior_power: float = 1.0,
+                 interpolation_gamma: float = 0.74,
+                 min_count: float = 1.0,
+                 reduction: str = 'mean',
+                 loss_weight: float = 1.0,
+                 loss_name: str = 'loss_cls'):
+        super().__init__()
         check_choice('REOTRoILoss: background', background, BACKGROUND_MODES)
         check_choice('REOTRoILoss: prior', prior, ROI_PRIORS)
         check_choice('REOTRoILoss: supervision', supervision, ROI_SUPERVISIONS)
-        if kwargs.get('constraints', 'a') != 'a':
-            raise ValueError("REOTRoILoss: only constraints='a' (U(a), RE-OT "
-                             'Eq. 16) is supported for RoIs, got '
-                             f"constraints={kwargs['constraints']!r}")
-        if kwargs.get('cost', 'logits') != 'logits':
-            raise ValueError("REOTRoILoss: only cost='logits' is supported "
-                             '(use cls_predictor_cfg for a cosine classifier), '
-                             f"got cost={kwargs['cost']!r}")
-        if num_classes is not None and (not isinstance(num_classes, int)
-                                        or num_classes < 1):
-            raise ValueError('REOTRoILoss: num_classes (foreground classes, '
-                             f'the head\'s num_classes) must be an int >= 1, '
-                             f'got {num_classes!r}')
+        check_choice('REOTRoILoss: reduction', reduction,
+                     ('none', 'mean', 'sum'))
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise ValueError('REOTRoILoss: epsilon must be a finite number > '
+                             f'0, got {epsilon}')
+        if focal_gamma < 0:
+            raise ValueError(f'REOTRoILoss: focal_gamma must be >= 0, got '
+                             f'{focal_gamma}')
+        if not 0.0 <= interpolation_gamma <= 1.0:
+            raise ValueError('REOTRoILoss: interpolation_gamma must be in '
+                             f'[0, 1], got {interpolation_gamma}')
         self.background = background
-        self.num_fg_classes = num_classes
-        self._roi_log_q = None
-        # The parent sees C + 1 columns; its num_classes check would compare
-        # them with C, so the foreground count is validated here instead.
-        super().__init__(prior=prior, supervision=supervision,
-                         num_classes=None, loss_name=loss_name, **kwargs)
-        if class_counts is not None:
-            self.set_class_counts(class_counts)
+        self.prior = prior
+        self.supervision = supervision
+        self.focal_gamma = float(focal_gamma)
+        self.epsilon = float(epsilon)
+        self.interpolation_gamma = float(interpolation_gamma)
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+        self._loss_name = loss_name
+        # num_classes counts the foreground classes, like the counts
+        self.init_class_counts(class_counts, num_classes, min_count)
+        self.init_prior_schedule(prior_weight, prior_power)
 
-    # ---------------------------------------------------------------- state
-    def set_class_counts(self, class_counts) -> None:
-        """Set the C foreground instance counts (no background entry)."""
-        counts = priors.validate_class_counts(class_counts, self.num_fg_classes)
-        super().set_class_counts(counts)
-        self._roi_log_q = None
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
 
-    def set_prior_schedule(self, prior_weight: float,
-                           prior_power: float = 1.0) -> None:
-        """Set λ(t) of Eq. 15 and the prior exponent (called by the hook)."""
-        super().set_prior_schedule(prior_weight, prior_power)
-        # host copies: reading a CUDA buffer in forward would sync the device
-        self._roi_schedule = (float(prior_weight), float(prior_power))
-        self._roi_log_q = None
+    @property
+    def needs_class_counts(self) -> bool:
+        return self.prior in ('class_ratio', 'interpolated')
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._roi_schedule = (float(self.prior_weight), float(self.prior_power))
-        self._roi_log_q = None
-
-    def _apply(self, fn, *args, **kwargs):
-        self._roi_log_q = None
-        return super()._apply(fn, *args, **kwargs)
-
-    # ----------------------------------------------------------------- math
-    def _fg_counts(self, num_fg: int) -> torch.Tensor:
-        counts = self.class_counts
-        if counts.numel() == 0:
-            raise RuntimeError(
-                f'REOTRoILoss(prior={self.prior!r}) needs the per-class '
-                'instance counts: give class_counts or add ClassStatisticsHook '
-                'to custom_hooks')
-        if counts.numel() != num_fg:
-            raise ValueError(
-                f'REOTRoILoss: class_counts has {counts.numel()} entries but '
-                f'the bbox head scores {num_fg} foreground classes (+ '
-                'background); the counts must match the head\'s num_classes')
-        return counts
-
-    def log_prior(self, cls_score: torch.Tensor, target: torch.Tensor,
-                  teacher_probs: Optional[torch.Tensor] = None
+    def log_prior(self, cls_score: torch.Tensor, target: torch.Tensor
                   ) -> Optional[torch.Tensor]:
         """log Q for the RoI batch, (C + 1,) background last; None = uniform."""
         num_fg = cls_score.shape[-1] - 1
-        weight, power = self._roi_schedule
+        weight, power = self.prior_schedule
         if self.prior == 'uniform' or weight == 0.0:
             return None
-        cached = self.prior == 'class_ratio' and \
-            self.background == 'foreground_only'
-        if cached and self._roi_log_q is not None:
-            return self._roi_log_q
-        device = cls_score.device
-        mass = None
-        if self.prior != 'class_ratio' or self.background == 'batch_fraction':
-            mass = roi_label_mass(target, num_fg).to(device)
         if self.prior in ('class_ratio', 'interpolated'):
-            log_fg = priors.log_class_ratio(self._fg_counts(num_fg)).to(device)
+            if self.has_class_counts and self.class_counts.numel() != num_fg:
+                raise ValueError(
+                    f'REOTRoILoss: class_counts has '
+                    f'{self.class_counts.numel()} entries but the bbox head '
+                    f'scores {num_fg} foreground classes (+ background); the '
+                    "counts must match the head's num_classes")
+            log_fg = self.log_class_ratio(num_fg).to(cls_score.device)
+        if self.prior == 'class_ratio' and self.background == 'foreground_only':
+            # depends on counts and λ only: formed once per change
+            return self.cached('roi_log_q', lambda: log_detection_prior(
+                log_fg, weight, power))
+        mass = roi_label_mass(target, num_fg).to(cls_score.device)
         if self.prior in ('batch_ratio', 'interpolated'):
             fg_mass = mass[:num_fg]
             # no foreground RoI in the whole batch: Eq. 36 is undefined
@@ -268,14 +260,8 @@ class REOTRoILoss(REOTLoss):
         log_bg_fraction = None
         if self.background == 'batch_fraction':
             log_bg_fraction = mass[num_fg].log() - mass.sum().log()
-        log_q = log_detection_prior(log_fg, weight, power, self.background,
-                                    log_bg_fraction)
-        if cached:
-            self._roi_log_q = log_q
-        return log_q
-
-    def class_weights(self, num_classes: int) -> Optional[torch.Tensor]:
-        return None  # no class-balanced supervision for RoIs
+        return log_detection_prior(log_fg, weight, power, self.background,
+                                   log_bg_fraction)
 
     def forward(self,
                 cls_score: torch.Tensor,
@@ -301,19 +287,34 @@ class REOTRoILoss(REOTLoss):
             raise ValueError('REOTRoILoss: cls_score must be (N, C + 1) with '
                              'the background logit last, got shape '
                              f'{tuple(cls_score.shape)}')
-        if self.num_fg_classes is not None and \
-                cls_score.shape[-1] != self.num_fg_classes + 1:
+        if self.num_classes is not None and \
+                cls_score.shape[-1] != self.num_classes + 1:
             raise ValueError(
                 f'REOTRoILoss: cls_score has {cls_score.shape[-1]} columns but '
-                f'num_classes={self.num_fg_classes} foreground classes need '
-                f'{self.num_fg_classes + 1} (background last)')
-        if target.ndim != 1 or target.shape[0] != cls_score.shape[0]:
+                f'num_classes={self.num_classes} foreground classes need '
+                f'{self.num_classes + 1} (background last)')
+        if target.ndim != 1 or target.shape[0] != cls_score.shape[0] \
+                or target.dtype.is_floating_point:
             raise ValueError('REOTRoILoss: target must be (N,) integer RoI '
                              f'labels for the {cls_score.shape[0]} RoIs, got '
-                             f'shape {tuple(target.shape)}')
-        return super().forward(cls_score, target, weight=weight,
-                               avg_factor=avg_factor,
-                               reduction_override=reduction_override)
+                             f'shape {tuple(target.shape)}, dtype '
+                             f'{target.dtype}')
+        target = target.long()
+        check_labels(target, cls_score.shape[-1], 'target')
+        focal = self.focal_gamma if self.supervision == 'focal' else 0.0
+        loss = prior_shifted_cross_entropy(
+            at_least_fp32(cls_score), target, self.log_prior(cls_score, target),
+            epsilon=self.epsilon, focal_gamma=focal)
+        loss = weight_reduce_loss(loss, weight,
+                                  reduction_override or self.reduction,
+                                  avg_factor)
+        if not torch.isfinite(loss if loss.ndim == 0 else loss.sum()):
+            raise_if_non_finite(loss, 'REOTRoILoss', 'an empty RoI batch under '
+                                "reduction 'mean' without avg_factor; expected "
+                                'at least one RoI', cls_score=cls_score,
+                                weight=weight)
+        return loss if self.loss_weight == 1.0 else self.loss_weight * loss
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f', background={self.background}'
+        return (f'prior={self.prior}, background={self.background}, '
+                f'supervision={self.supervision}, epsilon={self.epsilon}')

@@ -12,6 +12,7 @@ from reot_mm import dist
 from reot_mm import counts_file
 from reot_mm.engine import class_stats
 from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY
+from reot_mm.losses.class_counts import CountAwareModule, ScheduledPriorModule
 from reot_mm.losses.priors import validate_class_counts
 
 CHECKPOINT_KEY = 'reot_mm_class_counts'
@@ -21,10 +22,32 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
-def modules_with(model: torch.nn.Module, method: str) -> list:
-    """Every sub-module of the (unwrapped) model that has ``method``."""
+def _select(model: torch.nn.Module, base: type, method: str) -> list:
+    # Modules written before the CountAwareModule contract are still found
+    # by their method (duck typing) until every one subclasses the base.
     return [m for m in unwrap_model(model).modules()
-            if callable(getattr(m, method, None))]
+            if isinstance(m, base) or callable(getattr(m, method, None))]
+
+
+def count_aware_modules(model: torch.nn.Module) -> list:
+    """Every sub-module that takes the class counts (``CountAwareModule``)."""
+    return _select(model, CountAwareModule, 'set_class_counts')
+
+
+def scheduled_prior_modules(model: torch.nn.Module) -> list:
+    """Every sub-module whose prior follows λ(t) (``ScheduledPriorModule``)."""
+    return _select(model, ScheduledPriorModule, 'set_prior_schedule')
+
+
+def modules_with(model: torch.nn.Module, method: str) -> list:
+    """``count_aware_modules`` for ``'set_class_counts'``,
+    ``scheduled_prior_modules`` for ``'set_prior_schedule'`` (kept name)."""
+    selectors = {'set_class_counts': count_aware_modules,
+                 'set_prior_schedule': scheduled_prior_modules}
+    if method not in selectors:
+        raise ValueError(f'method must be one of {tuple(selectors)}, got '
+                         f'{method!r}')
+    return selectors[method](model)
 
 
 @HOOKS.register_module()
@@ -40,8 +63,9 @@ class ClassStatisticsHook(Hook):
     broadcast so every rank holds the same values, which are then checked
     across ranks. The counts are
 
-    * set on every sub-module with ``set_class_counts`` (RE-OT losses hold
-      them as a buffer, so they are in the checkpoint),
+    * set on every ``CountAwareModule`` of the model (``set_class_counts``;
+      the losses hold the raw counts as a buffer, so they are in the
+      checkpoint),
     * published as MessageHub runtime info ``'reot_mm/class_counts'`` (read by
       ``ShotAccuracy``),
     * stored in the checkpoint meta and restored from it on load/resume
@@ -131,7 +155,7 @@ class ClassStatisticsHook(Hook):
 
     def _apply(self, runner, counts: torch.Tensor) -> None:
         self.class_counts = counts
-        for module in modules_with(runner.model, 'set_class_counts'):
+        for module in count_aware_modules(runner.model):
             module.set_class_counts(counts)
         runner.message_hub.update_info(CLASS_COUNTS_INFO_KEY, counts.tolist())
 

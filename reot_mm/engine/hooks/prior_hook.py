@@ -6,7 +6,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
 from reot_mm import dist
-from reot_mm.engine.hooks.class_stats_hook import modules_with
+from reot_mm.engine.hooks.class_stats_hook import scheduled_prior_modules
 from reot_mm.losses.priors import (SCHEDULE_MODES, prior_schedule,
                                    resolve_milestones)
 
@@ -72,10 +72,10 @@ class REOTPriorHook(Hook):
         return not isinstance(runner.train_loop, IterBasedTrainLoop)
 
     def _losses(self, runner) -> list:
-        losses = modules_with(runner.model, 'set_prior_schedule')
+        losses = scheduled_prior_modules(runner.model)
         if not losses:
-            raise RuntimeError('REOTPriorHook found no RE-OT loss (no module '
-                               'with set_prior_schedule) in the model')
+            raise RuntimeError('REOTPriorHook found no RE-OT loss (no '
+                               'ScheduledPriorModule) in the model')
         return losses
 
     def _num_classes(self, losses) -> Optional[int]:
