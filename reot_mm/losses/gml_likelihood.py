@@ -195,6 +195,7 @@ def gml_loss(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
     num_classes = _num_classes(log_prior, num_classes)
     _check_queue_inputs(query, keys, key_labels, num_classes)
     _check_target(target, query, num_classes)
+    given_similarity = similarity
     similarity = _similarity(query, keys, similarity)
     tau = torch.as_tensor(tau).detach().to(similarity.device)
     inv_tau = 1.0 / tau
@@ -209,7 +210,7 @@ def gml_loss(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
             'with min_per_class (k_m) >= 1 whose segments are built')
     loss = F.cross_entropy(logits, target, reduction='none')
     _check_result(loss, 'L_GML (GML Eq. 5 / 11)', query=query, keys=keys,
-                  similarity=similarity, tau=tau, log_prior=log_prior)
+                  similarity=given_similarity, tau=tau, log_prior=log_prior)
     return loss
 
 
@@ -258,6 +259,7 @@ def gml_temperature_loss(query: torch.Tensor, keys: torch.Tensor,
             raise ValueError(f'sample_indices must have shape {tuple(target.shape)}'
                              f', got {tuple(sample_indices.shape)}')
         exclude = sample_indices.view(-1, 1) == key_indices.view(1, -1)
+    given_similarity = similarity
     with torch.no_grad():
         similarity = _similarity(query, keys, similarity).detach()
     tau = torch.as_tensor(tau, device=query.device).to(similarity.dtype)
@@ -271,7 +273,7 @@ def gml_temperature_loss(query: torch.Tensor, keys: torch.Tensor,
                               torch.zeros_like(log_like))
     losses = F.cross_entropy(safe_logits, target, reduction='none') * valid
     _check_result(losses, 'L_τ (GML Sec. 3.3)', query=query, keys=keys,
-                  similarity=similarity, tau=tau, log_prior=log_prior)
+                  similarity=given_similarity, tau=tau, log_prior=log_prior)
     return losses, valid
 
 

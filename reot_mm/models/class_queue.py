@@ -31,7 +31,7 @@ from mmengine.registry import MODELS
 from reot_mm import dist
 from reot_mm.losses.priors import validate_class_counts
 
-__all__ = ['segment_bounds', 'all_gather_rows', 'ClassQueue']
+__all__ = ['segment_bounds', 'ClassQueue']
 
 
 def segment_bounds(class_counts, size: int, min_per_class: int
@@ -61,9 +61,10 @@ def segment_bounds(class_counts, size: int, min_per_class: int
             '(Eq. 3) is undefined (NaN in the authors\' code)')
     if int(size) != size or size < min_per_class * num_classes:
         raise ValueError(
-            f'queue size K = {size} is too small: every one of the {num_classes} '
-            f'classes needs min_per_class (k_m) = {min_per_class} slots, so K '
-            f'must be at least k_m·C = {min_per_class * num_classes}')
+            f'ClassQueue size (K) = {size} is too small: every one of the '
+            f'{num_classes} classes needs min_per_class (k_m) = {min_per_class} '
+            f'slots, so size must be at least k_m·C = '
+            f'{min_per_class * num_classes} (or lower min_per_class)')
     size, min_per_class = int(size), int(min_per_class)
     ratio = counts / counts.sum()
     position = (torch.arange(1, num_classes + 1, dtype=torch.float64) * min_per_class
@@ -73,12 +74,6 @@ def segment_bounds(class_counts, size: int, min_per_class: int
     ends[-1] = size
     starts = torch.cat([ends.new_zeros(1), ends[:-1]])
     return starts, ends - starts
-
-
-def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (N_r, ...) of every rank in rank order (no grad);
-    ranks may hold different N_r. See :func:`reot_mm.dist.gather_rows`."""
-    return dist.gather_rows(tensor)[0]
 
 
 @MODELS.register_module()
@@ -207,9 +202,9 @@ class ClassQueue(nn.Module):
                              f'[{int(labels.min())}, {int(labels.max())}]')
         features = features.detach().to(self.features)
         if gather:
-            features = all_gather_rows(features)
-            labels = all_gather_rows(labels)
-            indices = all_gather_rows(indices)
+            features = dist.gather_rows(features)[0]
+            labels = dist.gather_rows(labels)[0]
+            indices = dist.gather_rows(indices)[0]
         num_items = labels.numel()
         if num_items == 0:
             return

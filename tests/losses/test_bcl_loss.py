@@ -351,6 +351,40 @@ def test_bad_input_raises_clear_errors():
         balanced_contrastive_loss(emb[:, 0], target.float(), protos)
 
 
+def test_non_finite_inputs_and_empty_batch_are_clear_errors():
+    """NaN / inf inputs name the argument instead of returning loss=nan; an
+    empty batch is an error, not a NaN mean."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 3, generator=generator)
+    target = torch.tensor([0, 1, 2, 0])
+    emb = torch.randn(4, 2, 8, generator=generator)
+    protos = torch.randn(3, 8, generator=generator)
+    module = BCLLoss(class_counts=[3, 2, 1])
+    bad = logits.clone()
+    bad[2, 1] = float('nan')
+    with pytest.raises(ValueError, match=r'cls_score contains 1 non-finite '
+                       r'values \(rows \[2\]\); expected finite'):
+        module(bad, target, emb, protos)
+    bad = emb.clone()
+    bad[1, 0, 3] = float('inf')
+    with pytest.raises(ValueError, match='embeddings contains .* non-finite'):
+        module(logits, target, bad, protos)
+    bad = protos.clone()
+    bad[0, 0] = float('nan')
+    with pytest.raises(ValueError, match='prototypes contains .* non-finite'):
+        module(logits, target, emb, bad)
+    with pytest.raises(ValueError, match='weight contains 1 non-finite'):
+        module(logits, target, emb, protos,
+               weight=torch.tensor([1.0, float('nan'), 1.0, 1.0]))
+    with pytest.raises(ValueError, match='empty batch'):
+        module(logits[:0], target[:0], emb[:0], protos)
+    with pytest.raises(ValueError, match='empty batch'):
+        balanced_contrastive_loss(emb[:0, 0], target[:0], protos)
+    # finite but un-normalised embeddings whose similarities overflow
+    with pytest.raises(FloatingPointError, match='overflow'):
+        balanced_contrastive_loss(emb[:, 0] * 1e20, target, protos)
+
+
 DIST_WORKER = '''
 import sys
 import torch

@@ -322,3 +322,43 @@ def test_module_state_and_bad_input():
     with pytest.raises(ValueError, match='integer labels'):
         GMLLoss(class_counts=[1, 2, 3, 4])(**dict(
             module_inputs(), target=torch.zeros(6)))
+
+
+def test_non_finite_empty_batch_and_empty_queue_are_clear_errors():
+    """NaN / inf inputs name the argument instead of returning loss=nan; an
+    empty batch or queue is an error, not an IndexError."""
+    loss = GMLLoss(class_counts=[5, 4, 3, 2], kd_weight=1.0)
+    inputs = module_inputs()
+    for name, row in (('cls_score', 1), ('query', 2), ('keys', 3),
+                      ('teacher_scores', 0)):
+        bad = dict(inputs)
+        bad[name] = inputs[name].clone()
+        bad[name][row, 0] = float('nan')
+        with pytest.raises(ValueError, match=rf'{name} contains 1 non-finite '
+                           rf'values \(rows \[{row}\]\); expected finite'):
+            loss(**bad)
+    empty_batch = dict(inputs, cls_score=inputs['cls_score'][:0],
+                       target=inputs['target'][:0], query=inputs['query'][:0],
+                       sample_indices=inputs['sample_indices'][:0],
+                       teacher_scores=inputs['teacher_scores'][:0])
+    with pytest.raises(ValueError, match='target has no samples'):
+        loss(**empty_batch)
+    empty_queue = dict(inputs, keys=inputs['keys'][:0],
+                       key_labels=inputs['key_labels'][:0],
+                       key_indices=inputs['key_indices'][:0])
+    with pytest.raises(ValueError, match='keys .* has no entries'):
+        loss(**empty_queue)
+    query, keys, key_labels, target = problem()
+    with pytest.raises(ValueError, match='query has no rows'):
+        gml_loss(query[:0], keys, key_labels, target[:0], 0.1, num_classes=4)
+    with pytest.raises(ValueError, match='keys .* has no entries'):
+        gml_temperature_loss(query, keys[:0], key_labels[:0], target, 0.1,
+                             num_classes=4)
+    with pytest.raises(ValueError, match='no columns'):
+        class_log_mean_exp(torch.zeros(2, 0), key_labels[:0], 4)
+    with pytest.raises(ValueError, match=r'target must be \(5,\)'):
+        gml_loss(query, keys, key_labels, target[:3], 0.1, num_classes=4)
+    # finite inputs whose scores overflow: a temperature far too small
+    with pytest.raises(FloatingPointError, match='overflows'):
+        gml_loss(query.float() * 1e20, keys.float() * 1e20, key_labels,
+                 target, 0.1, num_classes=4)

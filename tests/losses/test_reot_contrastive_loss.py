@@ -344,6 +344,17 @@ def test_missing_labels_and_counts_are_clear_errors():
         REOTContrastiveLoss(prior='teacher')
 
 
+def test_non_finite_features_and_empty_batch_are_clear_errors():
+    features, labels = _batch()
+    bad = features.clone()
+    bad[1, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match=r'features contains 1 non-finite '
+                       r'values \(rows \[1\]\); expected finite'):
+        REOTContrastiveLoss()(bad, labels)
+    with pytest.raises(ValueError, match='empty batch'):
+        REOTContrastiveLoss()(features[:0], labels[:0])
+
+
 # -------------------------------------------------------------------- DDP
 WORKER = textwrap.dedent('''
     import sys

@@ -54,6 +54,10 @@ def test_bad_layouts_raise_clear_errors():
         segment_bounds([5] * 10, 100, 0)
     with pytest.raises(ValueError, match='at least k_m·C = 8142'):
         ClassQueue(num_classes=8142, feat_dim=4, size=4096, min_per_class=1)
+    # the message names the two settings to change
+    with pytest.raises(ValueError, match=r'ClassQueue size \(K\) = 5 .* '
+                       r'min_per_class \(k_m\) = 1'):
+        ClassQueue(num_classes=10, feat_dim=4, size=5)
     with pytest.raises(ValueError, match='num_classes'):
         ClassQueue(num_classes=0, feat_dim=4, size=4)
 
