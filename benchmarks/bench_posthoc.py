@@ -30,8 +30,9 @@ import time
 import torch
 
 from reot_mm.evaluation.dump import load_predictions, save_predictions
-from reot_mm.ot.posthoc import (fit_otlm, kl_divergence, posthoc_ot,
-                                refined_marginal)
+from reot_mm.ot.otlm import fit_otlm
+from reot_mm.ot.test_time import (kl_divergence, refined_marginal,
+                                  sinkhorn_prediction)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -94,7 +95,7 @@ def main():
 def posthoc_end_to_end(args, tool):
     probs, y, counts = synthetic_predictions(args.n, args.k)
     # warm-up on a small problem (allocator, thread pool)
-    posthoc_ot(probs[:2000].log(), None, args.lam)
+    sinkhorn_prediction(probs[:2000].log(), None, args.lam)
 
     with tempfile.TemporaryDirectory() as tmp:
         npz, pkl = osp.join(tmp, 'preds.npz'), osp.join(tmp, 'preds.pkl')
@@ -117,11 +118,11 @@ def posthoc_end_to_end(args, tool):
         log_p = data['pred_score'].clamp_min_(1e-30).log_()
         log_p.sub_(torch.logsumexp(log_p, 1, keepdim=True))
         t2 = time.perf_counter()
-        res = posthoc_ot(log_p, None, args.lam)
+        res = sinkhorn_prediction(log_p, None, args.lam, check_every=5)
         t3 = time.perf_counter()
         before = tool.metrics(log_p.argmax(1), data['gt_label'], counts, 100,
                               20, args.k)
-        after = tool.metrics(res.pred, data['gt_label'], counts, 100, 20,
+        after = tool.metrics(res.pred_label, data['gt_label'], counts, 100, 20,
                              args.k)
         kl = kl_divergence(refined_marginal(res.probs),
                            torch.full((args.k, ), 1.0 / args.k))

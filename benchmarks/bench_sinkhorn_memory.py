@@ -1,4 +1,4 @@
-"""Peak memory of reot_sinkhorn and posthoc_ot against one n x m matrix.
+"""Peak memory of reot_sinkhorn and sinkhorn_prediction against one n x m matrix.
 
 Issue 3: the solver "works for n x m from 2 x 2 to 50k x 8142 without
 materialising more than one n x m temporary at a time". This script builds an
@@ -11,7 +11,7 @@ size of one n x m matrix::
     extra n x m = (peak RSS during the call - RSS before the call) / (4 n m)
 
 Expected: ``memory='buffer'`` 1 (its kernel buffer), ``memory='stream'`` 0,
-``log_plan()`` 1 (its output), the U(a) closed form 0, ``posthoc_ot`` 2 with
+``log_plan()`` 1 (its output), the U(a) closed form 0, ``sinkhorn_prediction`` 2 with
 the buffer (output + buffer) and 1 with streaming (its output). Linux only
 (``/proc``); run it alone, other processes do not disturb RSS but do disturb
 the times printed alongside.
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from reot_mm.ot import posthoc_ot, reot_sinkhorn
+from reot_mm.ot import reot_sinkhorn, sinkhorn_prediction
 
 CASES = ('buffer', 'stream', 'log_plan', 'ua', 'posthoc_buffer',
          'posthoc_stream')
@@ -133,7 +133,7 @@ def main():
     for memory in ('buffer', 'stream'):
         if f'posthoc_{memory}' not in args.cases:
             continue
-        res, seconds, extra = measure(lambda: posthoc_ot(
+        res, seconds, extra = measure(lambda: sinkhorn_prediction(
             log_probs, None, args.epsilon, tol=args.tol, memory=memory))
         report(f'posthoc {memory}', seconds, extra, res.iterations,
                res.marginal_error)

@@ -38,7 +38,7 @@ import torch
 
 from reot_mm.counts_file import load_counts_file
 from reot_mm.evaluation.dump import load_predictions
-from reot_mm.ot import label_barycenters, posthoc_ot
+from reot_mm.ot import label_barycenters, sinkhorn_prediction
 
 
 def parse_args(argv=None):
@@ -81,7 +81,8 @@ def log_coupling(scores: torch.Tensor, plan: str = 'ua', lam: float = 1.0,
         return log_z - torch.logsumexp(log_z, 1, keepdim=True) - np.log(n)
     if plan != 'ot':
         raise ValueError(f"plan must be 'ua' or 'ot', got {plan!r}")
-    res = posthoc_ot(log_z, mu, lam, tol=tol, max_iter=10000)
+    res = sinkhorn_prediction(log_z, mu, lam, tol=tol, max_iter=10000,
+                              check_every=5)
     # rows of the plan: softmax_j(log Z_ij / λ + g_j) / N (f_i cancels)
     log_rows = log_z.double() / lam + res.g.double()
     return log_rows - torch.logsumexp(log_rows, 1, keepdim=True) - np.log(n)

@@ -43,10 +43,11 @@ from reot_mm.evaluation.dump import (COMPACT_SUFFIXES, PICKLE_SUFFIXES,
                                      load_seg_dump, read_pickle,
                                      save_predictions, seg_confusion,
                                      seg_scores)
-from reot_mm.ot.posthoc import (apply_otlm, check_em_smoothing,
-                                estimate_test_prior_em, fit_otlm,
-                                kl_divergence, logit_adjustment, posthoc_ot,
-                                refined_marginal)
+from reot_mm.ot.checks import check_positive
+from reot_mm.ot.otlm import apply_otlm, fit_otlm
+from reot_mm.ot.test_prior import check_em_smoothing, estimate_test_prior_em
+from reot_mm.ot.test_time import (kl_divergence, logit_adjustment,
+                                  refined_marginal, sinkhorn_prediction)
 
 # kept for callers of the old name
 DumpError = DumpFormatError
@@ -170,6 +171,7 @@ def _check_args(args):
         raise ValueError(f'--fit-split must be in (0, 1], got '
                          f'{args.fit_split}')
     check_em_smoothing(args.em_smoothing, '--em-smoothing')
+    check_positive(args.lam, '--lam')
     if args.pixels_per_image < 1:
         raise ValueError(f'--pixels-per-image must be >= 1, got '
                          f'{args.pixels_per_image}')
@@ -197,9 +199,10 @@ def run_cls(args, path, objects=None):
         probs = torch.softmax(adj, 1)
         pred = probs.argmax(1)
     elif args.method == 'ot':
-        res = posthoc_ot(log_p, mu, args.lam, max_iter=args.max_iter,
-                         tol=args.tol, memory=args.memory)
-        probs, pred = res.probs, res.pred
+        res = sinkhorn_prediction(log_p, mu, args.lam, max_iter=args.max_iter,
+                                  tol=args.tol, check_every=5,
+                                  memory=args.memory)
+        probs, pred = res.probs, res.pred_label
     else:
         fit_idx = torch.arange(n)
         if args.fit_split < 1:
@@ -220,8 +223,8 @@ def run_cls(args, path, objects=None):
         res = apply_otlm(fit.W, log_p if eval_idx is None
                          else log_p[eval_idx], mu, args.lam,
                          max_iter=args.max_iter, tol=args.tol,
-                         memory=args.memory)
-        probs, pred = res.probs, res.pred
+                         check_every=5, memory=args.memory)
+        probs, pred = res.probs, res.pred_label
 
     def subset(x):
         return x if eval_idx is None else x[eval_idx]
@@ -315,8 +318,9 @@ def run_seg(args, path, objects=None):
         delta = -args.tau * (counts / counts.sum()).log().float()
         probs = torch.softmax(log_p + delta, 1)
     elif args.method == 'ot':
-        res = posthoc_ot(log_p, mu, args.lam, max_iter=args.max_iter,
-                         tol=args.tol, memory=args.memory)
+        res = sinkhorn_prediction(log_p, mu, args.lam, max_iter=args.max_iter,
+                                  tol=args.tol, check_every=5,
+                                  memory=args.memory)
         # argmax(log Z / λ + g) = argmax(logits + λ g): a per-class shift
         delta, probs = (args.lam * res.g).float(), res.probs
     else:
@@ -328,7 +332,7 @@ def run_seg(args, path, objects=None):
         print(f'OTLM loss {fit.losses[0]:.5f} -> {fit.losses[-1]:.5f} '
               f'({len(fit.losses)} iterations)')
         res = apply_otlm(fit.W, logits, mu, args.lam, max_iter=args.max_iter,
-                         tol=args.tol, memory=args.memory)
+                         tol=args.tol, check_every=5, memory=args.memory)
         weight = fit.W.float()
         delta, probs = (args.lam * res.g).float(), res.probs
 

@@ -22,7 +22,8 @@ The scores are ``log pred_score``, which equal the logits up to a per-row
 constant (the row potential absorbs it, so the plan is that of the logits);
 probabilities that underflowed to 0 are clamped to the smallest normal
 number of their dtype so that every class stays reachable. The math is
-:func:`reot_mm.losses.reot_loss.sinkhorn_inference`.
+:func:`reot_mm.ot.test_time.sinkhorn_prediction` (RE-OT §5 = OTLM
+Algorithm 1); b is resolved by :func:`reot_mm.ot.test_prior.resolve_target_prior`.
 """
 import copy
 from typing import Dict, List, Optional, Sequence, Union
@@ -34,11 +35,11 @@ from mmengine.registry import EVALUATOR, METRICS
 
 from reot_mm.counts_file import load_counts_file
 from reot_mm.losses import priors
-from reot_mm.losses.reot_loss import (CALIBRATION_PRIORS, parse_target_prior,
-                                      resolve_target_prior,
-                                      sinkhorn_inference)
-from reot_mm.ot.posthoc import check_em_smoothing
-from reot_mm.ot.sinkhorn import check_iteration_args, check_positive
+from reot_mm.ot.checks import (check_choice, check_iteration_args,
+                               check_positive, check_positive_int)
+from reot_mm.ot.test_prior import (CALIBRATION_PRIORS, check_em_smoothing,
+                                   parse_target_prior, resolve_target_prior)
+from reot_mm.ot.test_time import sinkhorn_prediction
 
 from .shot_metric import CLASS_COUNTS_INFO_KEY
 
@@ -69,7 +70,7 @@ class SinkhornInferenceMetric(BaseMetric):
             trained with plain cross-entropy) or ``'uniform'`` (a model
             trained with a prior-corrected loss: RE-OT, Balanced Softmax,
             logit adjustment). See
-            :func:`reot_mm.losses.reot_loss.resolve_target_prior`.
+            :func:`reot_mm.ot.test_prior.resolve_target_prior`.
         em_smoothing: Dirichlet pseudo-count α per class in the EM's M
             step (0, the default: maximum likelihood; α > 0 keeps every
             class's estimated mass above α / (N + C·α)).
@@ -131,17 +132,14 @@ class SinkhornInferenceMetric(BaseMetric):
                 raise ValueError('SinkhornInferenceMetric cannot wrap itself')
             self.metrics.append(metric)
         self.target_prior = parse_target_prior(target_prior, None,
-                                               'target_prior')
+                                               'target_prior',
+                                               load_counts_file)
         self.epsilon = check_positive(epsilon, 'epsilon')
         self.max_iter, self.check_every, self.tol = check_iteration_args(
             max_iter, check_every, tol)
-        if int(em_iter) < 1:
-            raise ValueError(f'em_iter must be >= 1, got {em_iter}')
-        self.em_iter = int(em_iter)
-        if calibration_prior not in CALIBRATION_PRIORS:
-            raise ValueError(f'calibration_prior must be one of '
-                             f'{CALIBRATION_PRIORS}, got {calibration_prior!r}')
-        self.calibration_prior = calibration_prior
+        self.em_iter = check_positive_int(em_iter, 'em_iter')
+        self.calibration_prior = check_choice(
+            calibration_prior, 'calibration_prior', CALIBRATION_PRIORS)
         self.em_smoothing = check_em_smoothing(em_smoothing, 'em_smoothing')
         if train_class_counts is not None:
             self.train_class_counts = priors.validate_class_counts(
@@ -244,10 +242,10 @@ class SinkhornInferenceMetric(BaseMetric):
                                             self.em_iter, 'target_prior',
                                             self.calibration_prior,
                                             self.em_smoothing)
-        result = sinkhorn_inference(scores, target_prior, self.epsilon,
-                                    max_iter=self.max_iter, tol=self.tol,
-                                    check_every=self.check_every)
-        refined = result.log_probs.exp()
+        result = sinkhorn_prediction(scores, target_prior, self.epsilon,
+                                     max_iter=self.max_iter, tol=self.tol,
+                                     check_every=self.check_every)
+        refined = result.probs
         samples = []
         for sample, score, label in zip(results, refined, result.pred_label):
             sample = dict(sample)

@@ -35,25 +35,19 @@ log-potentials g depend on the whole batch and are differentiated through
 (:func:`reot_column_potentials`, :func:`inverse_reot_loss_ab`). Dropping the
 column constraint gives g = 0, i.e. Eq. 16 again.
 
-Sinkhorn inference (RE-OT §5, "new inference"; :func:`sinkhorn_inference`)
-solves the same inner problem at test time over a set of test samples, with
-b the assumed (or estimated) test label distribution, and predicts
-argmax_j(s_ij/ε + g_j): a transductive logit adjustment.
+The same U(a, b) problem solved at test time over a set of test samples
+(RE-OT §5, "new inference") is :func:`reot_mm.ot.test_time.sinkhorn_prediction`.
 """
 import math
-import os.path as osp
 import warnings
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from reot_mm import dist
-from reot_mm.counts_file import load_counts_file
 from reot_mm.losses import priors
-from reot_mm.ot.posthoc import estimate_test_prior_em
-from reot_mm.ot.sinkhorn import SinkhornResult, check_positive, reot_sinkhorn
 from reot_mm.losses.utils import (check_choice, check_labels,
                                   check_soft_target, raise_non_finite,
                                   take_checkpoint_shape, weight_reduce_loss)
@@ -74,191 +68,6 @@ PRIORS = ('uniform', 'class_ratio', 'batch_ratio', 'interpolated',
 COUNT_PRIORS = ('class_ratio', 'interpolated', 'sample_wise', 'ldam')
 SUPERVISIONS = ('label', 'focal', 'class_balanced')
 COLUMN_MARGINALS = ('prior', 'batch_ratio', 'class_ratio', 'uniform')
-TARGET_PRIOR_OPTIONS = ('uniform', 'estimated')
-CALIBRATION_PRIORS = ('train', 'uniform')
-
-
-# ---------------------------------------------------- Sinkhorn inference
-class SinkhornPrediction(NamedTuple):
-    """Result of :func:`sinkhorn_inference`.
-
-    Attributes:
-        log_probs: (N, C) log of the row-normalised plan,
-            log softmax_j(s_ij/ε + g_j) (refined log-probabilities).
-        pred_label: (N,) argmax_j(s_ij/ε + g_j).
-        g: (C,) column log-potentials log v (-inf where b_j = 0).
-        target_prior: (C,) the column marginal b used.
-        iterations: Sinkhorn iterations run.
-        marginal_error: L1 marginal error of the plan at the last check.
-        converged: whether the solver reached its tolerance.
-    """
-    log_probs: torch.Tensor
-    pred_label: torch.Tensor
-    g: torch.Tensor
-    target_prior: torch.Tensor
-    iterations: int
-    marginal_error: float
-    converged: bool
-
-
-def parse_target_prior(spec, num_classes: Optional[int] = None,
-                       name: str = 'target_prior'):
-    """Read a test-prior option: ``'uniform'``, ``'estimated'``, values or a file.
-
-    Args:
-        spec: None or ``'uniform'`` (b = 1/C); ``'estimated'`` (EM on the
-            predictions, see :func:`resolve_target_prior`); a list/tuple/
-            tensor of C probabilities; or the path of a file holding them (a
-            JSON list, ``{"class_counts": [...]}`` or whitespace/comma
-            separated numbers) which must sum to 1.
-        num_classes: expected C, checked when given.
-        name: argument name used in error messages.
-
-    Returns:
-        ``'uniform'``, ``'estimated'`` or a float64 (C,) tensor summing to 1.
-    """
-    if spec is None or (isinstance(spec, str) and spec == 'uniform'):
-        return 'uniform'
-    if isinstance(spec, str):
-        if spec == 'estimated':
-            return 'estimated'
-        if not osp.isfile(spec):
-            raise ValueError(
-                f"{name} must be one of {TARGET_PRIOR_OPTIONS}, a list of C "
-                f'class probabilities, or a file holding them; got {spec!r}, '
-                'which is neither an option nor an existing file')
-        return check_class_distribution(load_counts_file(spec, name),
-                                        num_classes, f'{name} ({spec})')
-    return check_class_distribution(spec, num_classes, name)
-
-
-def resolve_target_prior(spec, scores: torch.Tensor,
-                         train_counts=None,
-                         em_iter: int = 1000,
-                         name: str = 'target_prior',
-                         calibration_prior: str = 'train',
-                         em_smoothing: float = 0.0
-                         ) -> Optional[torch.Tensor]:
-    """The column marginal b for Sinkhorn inference, never from test labels.
-
-    ``'estimated'`` runs the EM of Saerens et al. (2002)
-    (:func:`reot_mm.ot.posthoc.estimate_test_prior_em`), which re-weights the
-    model's posteriors softmax(scores) from the prior they are calibrated for
-    to the estimated test prior. That prior depends on how the model was
-    trained (``calibration_prior``): plain cross-entropy gives posteriors
-    under the training label distribution (``'train'``, Saerens' setting);
-    a prior-corrected loss — Balanced Softmax, RE-OT with λ = 1, logit
-    adjustment — trains softmax(s + log r) on the training labels, so the raw
-    softmax(s) targets a balanced prior (``'uniform'``). Using ``'train'`` for
-    such a model counts the long-tail correction twice and skews the
-    estimate towards the tail.
-
-    Args:
-        spec: output of :func:`parse_target_prior` (or its input).
-        scores: (N, C) logits or log-probabilities of the test samples.
-        train_counts: (C,) training counts, needed for ``'estimated'`` with
-            ``calibration_prior='train'``.
-        em_iter: EM iterations.
-        name: argument name used in error messages.
-        calibration_prior: ``'train'`` (default) or ``'uniform'``, see above.
-        em_smoothing: Dirichlet pseudo-count α per class of the EM's M step
-            (0: maximum likelihood, Saerens et al.); see
-            :func:`reot_mm.ot.posthoc.estimate_test_prior_em`.
-
-    Returns:
-        None for uniform, else a (C,) tensor on the scores' device.
-    """
-    num_classes = scores.shape[-1]
-    spec = parse_target_prior(spec, num_classes, name)
-    if calibration_prior not in CALIBRATION_PRIORS:
-        raise ValueError(f'calibration_prior must be one of '
-                         f'{CALIBRATION_PRIORS}, got {calibration_prior!r}')
-    if isinstance(spec, str) and spec == 'uniform':
-        return None
-    if isinstance(spec, str):  # 'estimated'
-        if calibration_prior == 'uniform':
-            score_prior = torch.full((num_classes, ), 1.0 / num_classes,
-                                     dtype=torch.float64)
-        elif train_counts is None:
-            raise ValueError(
-                f"{name}='estimated' needs the training class counts (the "
-                'EM re-weights posteriors made under the training prior): '
-                'add ClassStatisticsHook or give the counts explicitly, or '
-                "set calibration_prior='uniform' for a model trained with a "
-                'prior-corrected loss')
-        else:
-            counts = priors.validate_class_counts(train_counts, num_classes,
-                                                  'train class counts')
-            counts = priors.smooth_zero_counts(counts)
-            score_prior = counts / counts.sum()
-        probs = torch.softmax(scores.detach().to(torch.float64), dim=1)
-        return estimate_test_prior_em(probs, score_prior.to(probs.device),
-                                      max_iter=em_iter, smoothing=em_smoothing)
-    return spec.to(scores.device)
-
-
-def sinkhorn_inference(scores: torch.Tensor,
-                       target_prior: Optional[torch.Tensor] = None,
-                       epsilon: float = 1.0,
-                       *,
-                       max_iter: int = 1000,
-                       tol: float = 1e-6,
-                       check_every: int = 10,
-                       warn: bool = True) -> SinkhornPrediction:
-    """RE-OT Sinkhorn inference over a set of test samples (RE-OT §5).
-
-    Replaces the softmax (the U(a) plan) by the U(a, b) plan of the test set:
-    rows a_i = 1/N, columns b = the assumed test label distribution, kernel
-    K_ij = exp(s_ij/ε) (the authors' code: kernel exp(logits), reg 1, i.e.
-    ε = 1), solved in the log domain (the authors' kernel-domain version
-    overflowed). The refined probabilities are the row-normalised plan,
-    softmax_j(s_ij/ε + g_j), and the prediction is argmax_j(s_ij/ε + g_j):
-    a transductive logit adjustment by the column log-potentials g = log v.
-
-    Scores that differ by a per-row constant (logits vs log-softmax) give the
-    same plan, so log-probabilities work as well as logits.
-
-    Args:
-        scores: (N, C) logits (or log-probabilities); fp64 stays fp64, other
-            dtypes are solved in fp32.
-        target_prior: (C,) b (non-negative, sums to 1); None means uniform.
-            Never the test labels' histogram: b is assumed or estimated
-            (:func:`resolve_target_prior`).
-        epsilon: ε > 0 (temperature of the kernel).
-        max_iter, tol, check_every, warn: Sinkhorn stopping rule (L1
-            marginal error of the mass-1 plan).
-
-    Returns:
-        :class:`SinkhornPrediction`.
-    """
-    if not isinstance(scores, torch.Tensor) or scores.ndim != 2 \
-            or min(scores.shape) == 0 or not scores.is_floating_point():
-        raise ValueError('scores must be a floating (N, C) tensor with N, '
-                         f'C >= 1, got {getattr(scores, "shape", scores)!r}')
-    num_classes = scores.shape[1]
-    scores = scores.detach()
-    if scores.dtype != torch.float64:
-        scores = scores.float()
-    if torch.isnan(scores).any() or torch.isposinf(scores).any():
-        raise ValueError('scores must be finite or -inf, got NaN or +inf')
-    if target_prior is None:
-        b = torch.full((num_classes, ), 1.0 / num_classes,
-                       dtype=torch.float64)
-    else:
-        b = check_class_distribution(target_prior, num_classes,
-                                     'target_prior')
-    with torch.no_grad():
-        g, result = reot_column_potentials(
-            scores, b, epsilon, grad='none', max_iter=max_iter, tol=tol,
-            check_every=check_every, warn=warn)
-        adjusted = scores * (1.0 / check_positive(epsilon)) + g
-        log_probs = torch.log_softmax(adjusted, dim=1)
-        pred = adjusted.argmax(dim=1)
-    return SinkhornPrediction(
-        log_probs=log_probs, pred_label=pred, g=g,
-        target_prior=b.to(scores.device), iterations=result.iterations,
-        marginal_error=float(result.marginal_error),
-        converged=result.converged)
 
 
 @MODELS.register_module()

@@ -11,7 +11,7 @@ from reot_mm.cls.models.heads.sinkhorn_inference import (
     SinkhornCosineClsHead, SinkhornLinearClsHead)
 from reot_mm.evaluation.sinkhorn_inference import SinkhornInferenceMetric
 from reot_mm.evaluation import ShotAccuracy
-from reot_mm.losses.reot_loss import resolve_target_prior
+from reot_mm.ot.test_prior import resolve_target_prior
 from reot_mm.ot.sinkhorn import reot_sinkhorn
 
 C, D = 6, 16

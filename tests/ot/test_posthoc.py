@@ -1,10 +1,12 @@
-"""Post-hoc correction math: OTLM Algorithm 1 / Eq. 12, logit adjustment, EM."""
+"""Post-hoc correction math: OTLM Algorithm 1 (the Sinkhorn prediction), OTLM
+Eq. 12, logit adjustment (Menon et al. 2021), EM (Saerens et al. 2002)."""
 import pytest
 import torch
 
-from reot_mm.ot.posthoc import (apply_otlm, estimate_test_prior_em, fit_otlm,
-                                kl_divergence, logit_adjustment, otlm_loss,
-                                posthoc_ot, refined_marginal)
+from reot_mm.ot.otlm import apply_otlm, fit_otlm, otlm_loss
+from reot_mm.ot.test_prior import estimate_test_prior_em
+from reot_mm.ot.test_time import (kl_divergence, logit_adjustment,
+                                  refined_marginal, sinkhorn_prediction)
 
 D = torch.float64
 
@@ -34,19 +36,19 @@ def test_algorithm1_matches_reference_plan():
     logits, _ = _long_tailed_logits()
     mu = torch.tensor([0.1, 0.1, 0.2, 0.2, 0.2, 0.2], dtype=D)
     for lam in (1.0, 0.5):
-        res = posthoc_ot(torch.log_softmax(logits, 1), mu, lam, tol=1e-12)
+        res = sinkhorn_prediction(torch.log_softmax(logits, 1), mu, lam, tol=1e-12)
         ref = _algorithm1_reference(torch.softmax(logits, 1), mu, lam)
         torch.testing.assert_close(res.probs, ref / ref.sum(1, keepdim=True),
                                    atol=1e-8, rtol=0)
-        assert torch.equal(res.pred, ref.argmax(1))
+        assert torch.equal(res.pred_label, ref.argmax(1))
 
 
 def test_lambda1_prediction_is_argmax_logz_plus_log_v():
     """λ = 1: Y = diag(u) Z diag(v), so pred = argmax(log Z + log v)."""
     logits, _ = _long_tailed_logits(seed=1)
     log_z = torch.log_softmax(logits, 1)
-    res = posthoc_ot(log_z, None, 1.0, tol=1e-10)
-    assert torch.equal(res.pred, (log_z + res.g).argmax(1))
+    res = sinkhorn_prediction(log_z, None, 1.0, tol=1e-10)
+    assert torch.equal(res.pred_label, (log_z + res.g).argmax(1))
     plan = (res.f[:, None] + log_z + res.g[None, :]).exp()
     torch.testing.assert_close(plan.sum(1), torch.full((400, ), 1 / 400,
                                                        dtype=D), atol=1e-12,
@@ -59,7 +61,7 @@ def test_refined_marginal_matches_mu_eq10():
     mu = torch.softmax(torch.randn(8, generator=torch.Generator()
                                    .manual_seed(3), dtype=D), 0)
     for lam in (1.0, 0.1, 1e-2):
-        res = posthoc_ot(torch.log_softmax(logits, 1), mu, lam, tol=1e-9,
+        res = sinkhorn_prediction(torch.log_softmax(logits, 1), mu, lam, tol=1e-9,
                          max_iter=20000)
         marg = refined_marginal(res.probs)
         assert (marg - mu).abs().max() < 1e-6
@@ -70,21 +72,21 @@ def test_refined_marginal_matches_mu_eq10():
 def test_posthoc_ot_balances_long_tailed_predictions():
     logits, y = _long_tailed_logits(n=3000)
     plain = torch.bincount(logits.argmax(1), minlength=6)
-    res = posthoc_ot(torch.log_softmax(logits, 1), None, 1.0)
+    res = sinkhorn_prediction(torch.log_softmax(logits, 1), None, 1.0)
     hard = refined_marginal(res.probs, hard=True)
     assert plain.max() > 2 * plain.min()  # the input is long-tailed
     assert (hard - 1 / 6).abs().max() < 0.03
-    assert (res.pred == y).double().mean() > (logits.argmax(1) == y) \
+    assert (res.pred_label == y).double().mean() > (logits.argmax(1) == y) \
         .double().mean()
 
 
-def test_otlm_identity_reproduces_posthoc_ot():
+def test_otlm_identity_reproduces_sinkhorn_prediction():
     """W = I in Eq. 12 is plain post-hoc OT of softmax(Φ)."""
     logits, _ = _long_tailed_logits(seed=4)
-    ot = posthoc_ot(torch.log_softmax(logits, 1), None, 0.7, tol=1e-10)
+    ot = sinkhorn_prediction(torch.log_softmax(logits, 1), None, 0.7, tol=1e-10)
     otlm = apply_otlm(torch.eye(6, dtype=D), logits, None, 0.7, tol=1e-10)
     torch.testing.assert_close(otlm.probs, ot.probs)
-    assert torch.equal(otlm.pred, ot.pred)
+    assert torch.equal(otlm.pred_label, ot.pred_label)
 
 
 def test_otlm_loss_eq12_gradient_matches_unrolled():
@@ -124,14 +126,14 @@ def _balanced_accuracy(pred, y, k=5):
 @pytest.mark.parametrize('seed', [0, 2])
 def test_otlm_eq12_improves_balanced_accuracy_over_ot(seed):
     logits, y, w_star = _distorted_problem(seed)
-    ot = posthoc_ot(torch.log_softmax(logits, 1), None, 1.0)
+    ot = sinkhorn_prediction(torch.log_softmax(logits, 1), None, 1.0)
     fit = fit_otlm(logits, None, 1.0, iters=20, lr=1e-2, weight_decay=1e-3,
                    optimizer='adam')
     otlm = apply_otlm(fit.W, logits, None, 1.0)
     best = apply_otlm(w_star, logits, None, 1.0)
-    acc_ot, acc_otlm = (_balanced_accuracy(ot.pred, y),
-                        _balanced_accuracy(otlm.pred, y))
-    acc_best = _balanced_accuracy(best.pred, y)
+    acc_ot, acc_otlm = (_balanced_accuracy(ot.pred_label, y),
+                        _balanced_accuracy(otlm.pred_label, y))
+    acc_best = _balanced_accuracy(best.pred_label, y)
     assert acc_otlm > acc_ot + 0.005, (acc_ot, acc_otlm)
     assert acc_best > acc_otlm  # the known linear cost is the ceiling here
     assert fit.losses[-1] < fit.losses[0]
@@ -220,8 +222,8 @@ def test_kl_divergence_values():
 
 @pytest.mark.parametrize('lam', [0, -1.0, float('nan'), float('inf'), 'x'])
 def test_bad_lambda(lam):
-    with pytest.raises(ValueError, match='lam must be a positive'):
-        posthoc_ot(torch.zeros(4, 3), None, lam)
+    with pytest.raises(ValueError, match='epsilon must be a positive'):
+        sinkhorn_prediction(torch.zeros(4, 3), None, lam)
 
 
 @pytest.mark.parametrize('mu,match', [
@@ -231,15 +233,15 @@ def test_bad_lambda(lam):
     ([float('nan'), 0.5, 0.5], 'finite'),
 ])
 def test_bad_target_marginal(mu, match):
-    with pytest.raises(ValueError, match='target_marginal must .*' + match):
-        posthoc_ot(torch.zeros(4, 3), torch.tensor(mu), 1.0)
+    with pytest.raises(ValueError, match='target_prior .*' + match):
+        sinkhorn_prediction(torch.zeros(4, 3), torch.tensor(mu), 1.0)
 
 
 def test_bad_shapes_and_values():
-    with pytest.raises(ValueError, match=r'log_probs must have shape \(N, K\)'):
-        posthoc_ot(torch.zeros(4), None, 1.0)
-    with pytest.raises(ValueError, match='log_probs must be finite or -inf'):
-        posthoc_ot(torch.tensor([[0.0, float('nan')]]), None, 1.0)
+    with pytest.raises(ValueError, match=r'scores must have shape \(N, C\)'):
+        sinkhorn_prediction(torch.zeros(4), None, 1.0)
+    with pytest.raises(ValueError, match='scores must be finite or -inf'):
+        sinkhorn_prediction(torch.tensor([[0.0, float('nan')]]), None, 1.0)
     with pytest.raises(ValueError, match=r'train_prior must have shape \(3,\)'):
         logit_adjustment(torch.zeros(4, 3), torch.ones(4) / 4)
     with pytest.raises(ValueError, match='train_prior must be positive'):
@@ -262,16 +264,16 @@ def test_posthoc_ot_memory_modes_and_blocks_agree():
     log_z = torch.log_softmax(logits, 1)
     mu = torch.softmax(torch.randn(7, generator=torch.Generator()
                                    .manual_seed(8), dtype=D), 0)
-    ref = posthoc_ot(log_z, mu, 0.5, tol=1e-12)
+    ref = sinkhorn_prediction(log_z, mu, 0.5, tol=1e-12)
     torch.testing.assert_close(ref.probs,
                                torch.softmax(log_z / 0.5 + ref.g, 1),
                                atol=1e-14, rtol=0)
     for memory, chunk in (('stream', None), ('stream', 3), ('buffer', 1)):
-        res = posthoc_ot(log_z, mu, 0.5, tol=1e-12, memory=memory,
+        res = sinkhorn_prediction(log_z, mu, 0.5, tol=1e-12, memory=memory,
                          chunk_size=chunk)
         torch.testing.assert_close(res.probs, ref.probs, atol=1e-10, rtol=0)
-        assert torch.equal(res.pred, ref.pred)
-    res32 = posthoc_ot(log_z.float(), mu, 0.5, memory='stream', chunk_size=64)
+        assert torch.equal(res.pred_label, ref.pred_label)
+    res32 = sinkhorn_prediction(log_z.float(), mu, 0.5, memory='stream', chunk_size=64)
     assert res32.probs.dtype == torch.float32
     assert (res32.probs.double() - ref.probs).abs().max() < 1e-5
     # the input is left untouched (the cost lives in the output tensor)
@@ -282,11 +284,10 @@ def test_posthoc_ot_memory_modes_and_blocks_agree():
 def test_refined_marginal_blocks_equal_fp64_mean():
     probs = torch.softmax(torch.randn(1001, 5, generator=torch.Generator()
                                       .manual_seed(9)), 1)
-    from reot_mm.ot.posthoc import _column_sums_fp64
     expected = probs.double().mean(0)
     torch.testing.assert_close(refined_marginal(probs), expected, atol=1e-15,
                                rtol=1e-7)
-    torch.testing.assert_close(_column_sums_fp64(probs, chunk_size=7) / 1001,
+    torch.testing.assert_close(refined_marginal(probs, chunk_size=7),
                                expected, atol=1e-15, rtol=1e-7)
-    with pytest.raises(ValueError, match='log_probs must be finite or -inf'):
-        posthoc_ot(torch.full((3, 2), float('nan')))
+    with pytest.raises(ValueError, match='scores must be finite or -inf'):
+        sinkhorn_prediction(torch.full((3, 2), float('nan')))

@@ -321,7 +321,7 @@ def test_seg_ot_applies_lambda_g_to_every_pixel(seg_files, capsys):
     """With every labelled pixel sampled, the refined maps written by --out
     are argmax_c(logits + λ g_c), g the column potentials of post-hoc OT
     (OTLM Alg. 1) on those pixels."""
-    from reot_mm.ot import posthoc_ot
+    from reot_mm.ot import sinkhorn_prediction
     tmp, dump, _ = seg_files
     out = str(tmp / 'refined_seg.pkl')
     run_main(capsys, dump, '--method', 'ot', '--lam', '0.5',
@@ -332,7 +332,8 @@ def test_seg_ot_applies_lambda_g_to_every_pixel(seg_files, capsys):
     for s in samples:
         valid = s['gt_sem_seg']['data'][0].reshape(-1) != 255
         rows.append(s['seg_logits']['data'].reshape(C, -1)[:, valid].T)
-    res = posthoc_ot(torch.log_softmax(torch.cat(rows), 1), None, 0.5)
+    res = sinkhorn_prediction(torch.log_softmax(torch.cat(rows), 1), None, 0.5,
+                              check_every=5)
     with open(out, 'rb') as handle:
         refined = pickle.load(handle)
     assert [r['img_path'] for r in refined] == [s['img_path']

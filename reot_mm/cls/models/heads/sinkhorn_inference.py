@@ -6,8 +6,8 @@ U(a, b) over the samples of the batch, rows a_i = 1/N, columns b = the
 assumed test label distribution, kernel exp(s/ε) from the head's scores s.
 The prediction is argmax_j(s_ij/ε + g_j) with g the column log-potentials,
 a transductive logit adjustment. The math is
-:func:`reot_mm.losses.reot_loss.sinkhorn_inference`; this module only speaks
-the mmpretrain head contract.
+:func:`reot_mm.ot.test_time.sinkhorn_prediction` (RE-OT §5 = OTLM
+Algorithm 1); this module only speaks the mmpretrain head contract.
 
 ``sinkhorn_cfg=None`` (the default) keeps the upstream prediction (softmax,
 argmax) bit for bit. For Sinkhorn over the whole test set instead of each
@@ -23,12 +23,13 @@ from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from reot_mm.counts_file import load_counts_file
 from reot_mm.losses import priors
-from reot_mm.losses.reot_loss import (CALIBRATION_PRIORS, parse_target_prior,
-                                      resolve_target_prior,
-                                      sinkhorn_inference)
-from reot_mm.ot.posthoc import check_em_smoothing
-from reot_mm.ot.sinkhorn import check_iteration_args, check_positive
+from reot_mm.ot.checks import (check_choice, check_iteration_args,
+                               check_positive, check_positive_int)
+from reot_mm.ot.test_prior import (CALIBRATION_PRIORS, check_em_smoothing,
+                                   parse_target_prior, resolve_target_prior)
+from reot_mm.ot.test_time import sinkhorn_prediction
 
 from .cosine_head import CosineClsHead
 
@@ -48,7 +49,7 @@ def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
     EM's Dirichlet pseudo-count per class), ``calibration_prior``
     (``'train'`` default, or ``'uniform'`` for a model trained with a
     prior-corrected loss such as RE-OT/Balanced Softmax; see
-    :func:`reot_mm.losses.reot_loss.resolve_target_prior`), ``class_counts``
+    :func:`reot_mm.ot.test_prior.resolve_target_prior`), ``class_counts``
     (training counts for ``'estimated'`` with ``calibration_prior='train'``;
     else ``ClassStatisticsHook`` sets them).
     """
@@ -68,17 +69,15 @@ def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
     cfg['epsilon'] = check_positive(cfg['epsilon'], 'sinkhorn_cfg.epsilon')
     cfg['max_iter'], cfg['check_every'], cfg['tol'] = check_iteration_args(
         cfg['max_iter'], cfg['check_every'], cfg['tol'])
-    if int(cfg['em_iter']) < 1:
-        raise ValueError(f"sinkhorn_cfg.em_iter must be >= 1, got "
-                         f"{cfg['em_iter']}")
+    cfg['em_iter'] = check_positive_int(cfg['em_iter'],
+                                        'sinkhorn_cfg.em_iter')
     cfg['em_smoothing'] = check_em_smoothing(cfg['em_smoothing'],
                                              'sinkhorn_cfg.em_smoothing')
-    if cfg['calibration_prior'] not in CALIBRATION_PRIORS:
-        raise ValueError(f'sinkhorn_cfg.calibration_prior must be one of '
-                         f"{CALIBRATION_PRIORS}, got "
-                         f"{cfg['calibration_prior']!r}")
+    check_choice(cfg['calibration_prior'], 'sinkhorn_cfg.calibration_prior',
+                 CALIBRATION_PRIORS)
     cfg['target_prior'] = parse_target_prior(
-        cfg['target_prior'], num_classes, 'sinkhorn_cfg.target_prior')
+        cfg['target_prior'], num_classes, 'sinkhorn_cfg.target_prior',
+        load_counts_file)
     if cfg['class_counts'] is not None:
         cfg['class_counts'] = priors.validate_class_counts(
             cfg['class_counts'], num_classes, 'sinkhorn_cfg.class_counts')
@@ -141,10 +140,10 @@ class SinkhornInferenceMixin:
             counts if counts.numel() else None, cfg['em_iter'],
             'sinkhorn_cfg.target_prior', cfg['calibration_prior'],
             cfg['em_smoothing'])
-        result = sinkhorn_inference(
+        result = sinkhorn_prediction(
             cls_score, target_prior, cfg['epsilon'], max_iter=cfg['max_iter'],
             tol=cfg['tol'], check_every=cfg['check_every'])
-        pred_scores = result.log_probs.exp().to(cls_score.dtype)
+        pred_scores = result.probs.to(cls_score.dtype)
         pred_labels = result.pred_label.unsqueeze(1)
         if data_samples is None:
             data_samples = [None] * num
