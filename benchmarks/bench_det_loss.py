@@ -1,6 +1,6 @@
 """Mask R-CNN train step with the RE-OT RoI loss vs cross-entropy, side by side.
 
-Issue 5 target: ratio <= 1.05 for one Mask R-CNN train step (forward, backward,
+Target: ratio <= 1.05 for one Mask R-CNN train step (forward, backward,
 optimizer step) with ``REOTRoILoss`` in the box head instead of upstream's
 softmax ``CrossEntropyLoss``.
 

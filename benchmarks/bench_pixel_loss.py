@@ -1,12 +1,12 @@
 """RE-OT pixel loss forward+backward time relative to mmseg's CrossEntropyLoss.
 
-Issue 5 target: ratio <= 1.2 for a 16×150×128×128 batch (B×C×H×W, ADE20K's
+Target: ratio <= 1.2 for a 16×150×128×128 batch (B×C×H×W, ADE20K's
 150 classes). Both losses see the same logits and labels, with 10 % of the
 pixels set to ignore_index=255 (ADE20K's "other" after reduce_zero_label).
 
 Two settings:
 
-* ``loss only``: the (B, C, H, W) logits are a leaf tensor, as in the issue;
+* ``loss only``: the (B, C, H, W) logits are a leaf tensor;
 * ``decode head``: the head's 1/8-resolution logits are bilinearly upsampled to
   the label size first, as ``BaseDecodeHead.loss_by_feat`` does, and the
   gradient flows back through the resize (the cost a training step sees).

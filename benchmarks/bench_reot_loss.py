@@ -1,6 +1,6 @@
 """RE-OT loss forward+backward time relative to cross-entropy, side by side.
 
-Issue target: ratio <= 1.1 — under U(a) the RE-OT loss is CE plus an added
+Target: ratio <= 1.1 — under U(a) the RE-OT loss is CE plus an added
 log-prior, so its cost should be CE's plus one (B, C) add.
 
 Every candidate is timed in the same process with torch.utils.benchmark,
@@ -27,7 +27,7 @@ from torch.utils import benchmark
 
 from reot_mm.losses import REOTLoss
 
-# (8, 10) isolates the fixed per-call cost (Python, autograd.Function, checks)
+# (8, 10) isolates the fixed per-call cost (Python, input checks)
 SHAPES = ((8, 10), (512, 1000), (4096, 1203))
 
 
@@ -41,7 +41,7 @@ def make_candidates(num_classes, device):
     log_q = (counts / counts.sum()).log().to(device)
     return {
         'CE (F.cross_entropy)': lambda x, y: F.cross_entropy(x, y),
-        # the issue's cost model, "CE plus an add", written directly
+        # the cost model, "CE plus an add", written directly
         'floor: F.cross_entropy(l + log Q)':
         lambda x, y: F.cross_entropy(x + log_q, y),
         'RE-OT class ratio, λ=1 (Balanced Softmax)': fixed,

@@ -16,7 +16,7 @@ import torch
 from torch.utils import benchmark
 
 from reot_mm.losses import REOTLoss
-from reot_mm.losses.reot_loss import reot_column_potentials
+from reot_mm.losses.reot_loss_ab import reot_column_potentials
 
 SHAPES = ((128, 100), (512, 1000))
 CANDIDATES = (
