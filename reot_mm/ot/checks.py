@@ -15,7 +15,7 @@ __all__ = [
     'check_positive', 'check_nonnegative', 'check_positive_int',
     'check_choice', 'check_iteration_args', 'check_matrix', 'check_cost',
     'check_log_prior', 'check_marginal', 'check_distribution',
-    'check_histograms', 'check_weights'
+    'check_histograms', 'check_weights', 'check_feasible'
 ]
 
 
@@ -233,3 +233,18 @@ def check_weights(weights, name: str, size: int, dtype,
         raise ValueError(f'{name} must be finite, non-negative and have a '
                          f'positive sum, got {lam.tolist()}')
     return lam / lam.sum()
+
+
+def check_feasible(lse: torch.Tensor, marginal: torch.Tensor, what: str):
+    """Each row (column) with positive marginal has some kernel mass.
+
+    ``lse`` is the (B, n) row (or (B, m) column) logsumexp or maximum of
+    log K; ``-inf`` there means K is entirely zero on that line.
+    """
+    bad = torch.isneginf(lse) & (marginal > 0)
+    if bad.any():
+        idx = bad.nonzero()[0].tolist()
+        raise ValueError(
+            f'infeasible problem: the kernel K = Q * exp(-C/epsilon) is '
+            f'entirely zero in {what} {idx[-1]} (batch {idx[0]}) whose '
+            f'marginal is positive; check log_prior (-inf) and cost (+inf)')

