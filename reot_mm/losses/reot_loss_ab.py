@@ -19,51 +19,17 @@ from reot_mm.losses import priors
 from reot_mm.losses.prior_cross_entropy import prior_shifted_cross_entropy
 from reot_mm.losses.utils import at_least_fp32, check_choice, check_positive
 from reot_mm.ot.sinkhorn import SinkhornResult, reot_sinkhorn
+from reot_mm.ot.test_prior import class_distribution
 
 CONSTRAINTS = ('a', 'ab')
 SINKHORN_GRADS = ('implicit', 'unrolled')
-#: tolerance on the total mass of a user-given class distribution
-DISTRIBUTION_TOL = 1e-4
 
 
 def check_class_distribution(values, num_classes: Optional[int] = None,
-                             name: str = 'b',
-                             tol: float = DISTRIBUTION_TOL) -> torch.Tensor:
-    """Validate a class distribution and return it as a float64 (C,) tensor.
-
-    Args:
-        values: (C,) sequence or tensor; finite, non-negative, summing to 1
-            within ``tol`` (it is renormalised exactly afterwards).
-        num_classes: expected C, checked when given.
-        name: argument name used in error messages.
-        tol: allowed |Σ values - 1|.
-
-    Raises:
-        ValueError: wrong shape or length, non-finite or negative entries, or
-            a total mass further than ``tol`` from 1 (the gap is reported).
-    """
-    try:
-        dist_ = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f'{name} must be a list of C class probabilities, '
-                         f'got {values!r}') from None
-    if dist_.ndim != 1 or dist_.numel() == 0:
-        raise ValueError(f'{name} must be a 1-D list of class probabilities, '
-                         f'got shape {tuple(dist_.shape)}')
-    if num_classes is not None and dist_.numel() != num_classes:
-        raise ValueError(f'{name} has {dist_.numel()} entries but there are '
-                         f'{num_classes} classes; expected one probability '
-                         'per class')
-    if not torch.isfinite(dist_).all():
-        raise ValueError(f'{name} must be finite, got {dist_.tolist()[:20]}')
-    if (dist_ < 0).any():
-        raise ValueError(f'{name} must be non-negative, got minimum '
-                         f'{dist_.min().item():.3g}')
-    total = float(dist_.sum())
-    if abs(total - 1.0) > tol:
-        raise ValueError(f'{name} must sum to 1 (tolerance {tol:g}), got '
-                         f'{total:.8g} (off by {abs(total - 1.0):.3g})')
-    return dist_ / total
+                             name: str = 'b') -> torch.Tensor:
+    """A user-given column marginal b as a float64 (C,) tensor summing to 1
+    (the one validator of class distributions, in :mod:`reot_mm.ot`)."""
+    return class_distribution(values, num_classes, name)
 
 
 def _select_columns(x: Optional[torch.Tensor], index: torch.Tensor):
@@ -99,8 +65,7 @@ def reot_column_potentials(similarity: torch.Tensor,
     Args:
         similarity: (B, C) -C up to a constant (logits, scaled cosines, ...).
         column_marginal: (C,) b, non-negative, summing to 1 (renormalised to
-            the total mass of a; callers validate user input with
-            :func:`check_class_distribution`).
+            the total mass of a).
         epsilon: ε > 0.
         log_prior: log Q, (C,) or (B, C), or None (Q = 1). A class-wise Q is
             absorbed by v under U(a, b) (Prop. 1(2)) and changes nothing but g.

@@ -401,44 +401,6 @@ def test_class_counts_validation_helper():
         priors.validate_class_counts([[1, 2]])
 
 
-@pytest.mark.parametrize('epsilon', [1.0, 0.25])
-@pytest.mark.parametrize('prior_rows', [False, True])
-def test_fused_kernel_gradient_float64(epsilon, prior_rows):
-    """The fused U(a) kernel's hand-written backward matches central finite
-    differences in float64 (directional derivatives along random directions).
-
-    torch.autograd.gradcheck cannot be used: it back-propagates twice through
-    one graph, and the kernel reuses its saved buffer in place (it refuses a
-    second backward, as the version-counter check below shows).
-    """
-    from reot_mm.losses.reot_loss import _PriorCrossEntropy
-    generator = torch.Generator().manual_seed(6)
-    similarity = torch.randn(5, 4, dtype=torch.float64, generator=generator)
-    labels = torch.randint(0, 4, (5, ), generator=generator)
-    shape = (5, 4) if prior_rows else (4, )
-    log_prior = torch.randn(*shape, dtype=torch.float64, generator=generator)
-    weights = torch.rand(5, dtype=torch.float64, generator=generator)
-
-    def objective(x):
-        return (weights * _PriorCrossEntropy.apply(x, log_prior, labels,
-                                                   1.0 / epsilon)).sum()
-
-    x = similarity.clone().requires_grad_(True)
-    objective(x).backward()
-    step = 1e-6
-    for _ in range(5):
-        direction = torch.randn(5, 4, dtype=torch.float64, generator=generator)
-        numeric = (objective(similarity + step * direction)
-                   - objective(similarity - step * direction)) / (2 * step)
-        torch.testing.assert_close((x.grad * direction).sum(), numeric,
-                                   atol=1e-8, rtol=1e-7)
-    y = similarity.clone().requires_grad_(True)
-    out = objective(y)
-    out.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match='inplace operation'):
-        out.backward()
-
-
 def test_cached_prior_follows_schedule_and_counts(batch):
     logits, labels = batch
     loss = REOTLoss(prior='class_ratio', class_counts=COUNTS)
