@@ -3,9 +3,10 @@
 Every statistic that must agree across ranks (class counts, batch label counts,
 prior weights) goes through these functions, so there is one place that knows
 how a process group is used. All functions are no-ops in a single process.
-Collectives here carry no gradient, except ``gather_rows(..., with_grad=True)``.
+Collectives here carry no gradient, except ``gather_rows(..., with_grad=True)``
+(and ``gather_rows_of``, its form for several tensors with the same rows).
 """
-from typing import Any, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import torch
 import torch.distributed as torch_dist
@@ -82,8 +83,9 @@ def gather_rows(tensor: torch.Tensor, with_grad: bool = False
                 ) -> Tuple[torch.Tensor, int]:
     """Concatenate ``tensor`` (n_r, ...) of every rank along dim 0, in rank order.
 
-    Ranks may hold different n_r (e.g. a smaller last batch): rows are padded to
-    the largest n_r for the collective and trimmed afterwards.
+    Ranks may hold different n_r, including 0 (e.g. a smaller last batch):
+    rows are padded to the largest n_r for the collective and trimmed
+    afterwards. The trailing shape (and dtype) must be the same on every rank.
 
     Args:
         tensor: this rank's rows, (n_r, ...).
@@ -97,27 +99,76 @@ def gather_rows(tensor: torch.Tensor, with_grad: bool = False
     Returns:
         ``(gathered (Σ n_r, ...), offset)`` with ``offset`` the index of this
         rank's first row. In a single process: ``(tensor, 0)``.
+
+    Raises:
+        ValueError: ``tensor`` is not at least 1-D, or its trailing shape
+            differs between ranks.
     """
+    gathered, offset = gather_rows_of((tensor, ), with_grad=with_grad)
+    return gathered[0], offset
+
+
+def gather_rows_of(tensors: Sequence[torch.Tensor], with_grad: bool = False
+                   ) -> Tuple[List[torch.Tensor], int]:
+    """:func:`gather_rows` for several tensors with the same rows, at once.
+
+    For e.g. features, labels and sample indices of one batch: the row counts
+    are exchanged once for all of them. ``with_grad`` applies to the floating
+    tensors; integer tensors carry no gradient anyway.
+
+    Returns:
+        ``([gathered tensors], offset)``; in a single process
+        ``(list(tensors), 0)``.
+    """
+    tensors = list(tensors)
+    rows = {t.shape[0] if t.ndim else None for t in tensors}
+    if None in rows or len(rows) != 1:
+        raise ValueError(f'gather_rows needs tensors of shape (n, ...) with '
+                         f'the same n, got shapes '
+                         f'{[tuple(t.shape) for t in tensors]}')
     if not is_distributed():
-        return tensor, 0
+        return tensors, 0
+    n_local = rows.pop()
+    collective = _collective_device(tensors[0])
+    # row count and the per-row size of each tensor, checked on every rank
+    info = torch.tensor([n_local] + [_row_numel(t) for t in tensors],
+                        device=collective)
+    infos = [torch.zeros_like(info) for _ in range(get_world_size())]
+    torch_dist.all_gather(infos, info)
+    sizes = [int(i[0]) for i in infos]
+    for r, other in enumerate(infos):
+        if not torch.equal(other[1:], info[1:]):
+            raise ValueError(
+                f'gather_rows: rank {get_rank()} holds rows of sizes '
+                f'{info[1:].tolist()} but rank {r} holds {other[1:].tolist()}; '
+                'the trailing shapes must match on every rank')
+    rank = get_rank()
+    offset = sum(sizes[:rank])
+    return [_gather_padded(t, sizes, rank, with_grad) for t in tensors], offset
+
+
+def _row_numel(tensor: torch.Tensor) -> int:
+    numel = 1
+    for size in tensor.shape[1:]:
+        numel *= int(size)
+    return numel
+
+
+def _gather_padded(tensor, sizes, rank, with_grad):
     device = tensor.device
+    with_grad = with_grad and tensor.is_floating_point()
     local = tensor if with_grad else tensor.detach()
     work = local.to(_collective_device(local)).contiguous()
-    size = torch.tensor([work.shape[0]], device=work.device)
-    sizes = [torch.zeros_like(size) for _ in range(get_world_size())]
-    torch_dist.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
     longest = max(sizes)
     if work.shape[0] < longest:
         work = torch.cat([work, work.new_zeros(
             (longest - work.shape[0], ) + tuple(work.shape[1:]))])
-    rank = get_rank()
     if with_grad:
         from torch.distributed.nn.functional import all_gather
         parts = list(all_gather(work))
     else:
-        parts = [torch.empty_like(work) for _ in range(get_world_size())]
+        parts = [torch.empty_like(work) for _ in range(len(sizes))]
         torch_dist.all_gather(parts, work)
     pieces = [local if r == rank and with_grad else part[:n].to(device)
               for r, (part, n) in enumerate(zip(parts, sizes))]
-    return torch.cat(pieces), sum(sizes[:rank])
+    return torch.cat(pieces)
