@@ -315,12 +315,17 @@ def tool_outputs(tree, folder, dump, counts, threads, demo):
 def compare(base, new, tol):
     """Rows (probe, max abs diff or message, status) over both trees' probes."""
     import torch
-    rows = []
-    for name in list(dict.fromkeys([*base, *new])):
+    rows = [('probe script', f'{label}: {results["probe script"]["__error__"]}', 'ERROR')
+            for label, results in (('base', base), ('new', new)) if 'probe script' in results]
+    for name in dict.fromkeys([*base, *new]):
+        if name == 'probe script':
+            continue
         old, cur = base.get(name), new.get(name)
         if old is None or cur is None:
-            rows.append((name, 'only in ' + ('this tree' if old is None else 'base'),
-                         'ERROR'))
+            label, results = ('base', base) if old is None else ('new', new)
+            crash = results.get('probe script', {}).get('__error__')
+            rows.append((name, f'{label}: probe script failed: {crash}' if crash
+                         else f'{label}: no such probe', 'ERROR'))
             continue
         errors = [f'{label}: {r["__error__"].strip().splitlines()[-1]}'
                   for label, r in (('base', old), ('new', cur)) if '__error__' in r]
