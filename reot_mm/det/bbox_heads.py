@@ -1,9 +1,11 @@
 """Box heads that add a RoI-feature contrastive loss (mmdet ``MODELS``).
 
 mmdet's ``BBoxHead.loss`` receives scores, box deltas and targets but not the
-RoI features, so a loss on the features needs its own head (reference notes
-§5): :class:`BCLShared2FCBBoxHead` keeps the shared 1024-d RoI embedding of the
-last training forward and adds a balanced contrastive term (BCL, seed 004,
+RoI features, so a loss on the features needs its own head (mmdet's contract:
+subclass ``Shared2FCBBoxHead`` and override ``loss``):
+:class:`BCLShared2FCBBoxHead` keeps the shared 1024-d RoI embedding of the
+last training forward and adds a balanced contrastive term (Zhu et al.,
+Balanced Contrastive Learning for Long-Tailed Visual Recognition, CVPR 2022,
 Eq. 9) over the foreground RoIs to the usual box-head losses. The contrastive
 math is :class:`reot_mm.losses.BCLLoss`'s; this file only selects RoIs, builds
 the projections and calls it.
@@ -14,6 +16,7 @@ from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
 from torch import Tensor
 
+from reot_mm import dist
 from reot_mm.models.projection import ProjectionMLP
 
 
@@ -144,13 +147,18 @@ class BCLShared2FCBBoxHead(Shared2FCBBoxHead):
         prototypes = self.prototype_projector(
             self.fc_cls.weight[:num_classes])
         fg_labels = labels[foreground]
+        # keep every projection parameter in the graph (DDP) even when no
+        # RoI is foreground
+        anchor = (projected.sum() + prototypes.sum()) * 0.0
+        if fg_labels.numel() == 0 and not dist.is_distributed():
+            # no contrastive batch (the loss refuses an empty one): zero.
+            # Under DDP the loss is still called, so this rank joins the
+            # all-gather of the other ranks' embeddings.
+            return {'loss_bcl': anchor}
         # the loss normalises embeddings and prototypes; its (B, C) score
         # argument is only a shape check when lc_weight = 0
         scores = projected.new_zeros(fg_labels.shape[0], num_classes)
         losses = self.loss_contrast(scores, fg_labels,
                                     projected[foreground][:, None],
                                     prototypes)
-        # keep every projection parameter in the graph (DDP) even when no
-        # RoI is foreground
-        anchor = (projected.sum() + prototypes.sum()) * 0.0
         return {key: value + anchor for key, value in losses.items()}

@@ -12,10 +12,10 @@ What is stored, and where:
 
 * ``class_counts``: the RAW counts, a float64 buffer (in the state dict, so
   it survives resume; empty until known, resized from the checkpoint on
-  load). A class with zero samples is smoothed to ``min_count`` only where a
-  prior is formed (:meth:`CountAwareModule.prior_class_counts`,
-  :meth:`CountAwareModule.log_class_ratio`), so the buffer always says what
-  the dataset holds. Checkpoints written before this contract stored the
+  load). A class with zero samples counts as ``min_count`` only where a
+  prior is formed (the count functions of :mod:`reot_mm.losses.priors` take
+  ``min_count``; :meth:`CountAwareModule.log_class_ratio`), so the buffer
+  always says what the dataset holds. Checkpoints written before this contract stored the
   smoothed counts (zeros already replaced by ``min_count``); they load
   unchanged and give the same prior, because smoothing is idempotent.
 * ``prior_weight`` (λ) and ``prior_power``: 0-dim buffers (in the state dict)
@@ -137,25 +137,13 @@ class CountAwareModule(torch.nn.Module):
                 f'but the scores have {num_classes} classes')
         return self.class_counts
 
-    def prior_class_counts(self, num_classes: Optional[int] = None
-                           ) -> torch.Tensor:
-        """(C,) float64 counts with zeros replaced by ``min_count``: what
-        every prior is formed from."""
-        self.require_class_counts(num_classes)
-
-        def smooth():
-            counts = self.class_counts
-            return torch.where(counts > 0, counts,
-                               torch.full_like(counts, self.min_count))
-        return self.cached('prior_class_counts', smooth)
-
     def log_class_ratio(self, num_classes: Optional[int] = None
                         ) -> torch.Tensor:
-        """(C,) float32 log(n_j / Σ_k n_k) of the smoothed counts (RE-OT
-        Eq. 35), cached until the counts change."""
-        counts = self.prior_class_counts(num_classes)
-        return self.cached('log_class_ratio',
-                           lambda: priors.log_class_ratio(counts))
+        """(C,) float32 log(n_j / Σ_k n_k) (RE-OT Eq. 35) with zero counts
+        taken as ``min_count``, cached until the counts change."""
+        counts = self.require_class_counts(num_classes)
+        return self.cached('log_class_ratio', lambda: priors.log_class_ratio(
+            counts, self.min_count))
 
     # ---------------------------------------------------------------- cache
     def cached(self, key: str, compute: Callable[[], torch.Tensor]):
