@@ -28,34 +28,8 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-
-def validate_class_counts(class_counts, num_classes: Optional[int] = None,
-                          name: str = 'class_counts') -> torch.Tensor:
-    """Check per-class training counts and return them as a float64 tensor.
-
-    Args:
-        class_counts: sequence or tensor of shape (C,) with non-negative counts.
-        num_classes: expected C; checked when given.
-        name: argument name used in error messages.
-
-    Raises:
-        ValueError: wrong shape or length, negative or non-finite counts,
-            or all counts zero.
-    """
-    counts = torch.as_tensor(class_counts, dtype=torch.float64).detach().cpu()
-    if counts.ndim != 1:
-        raise ValueError(f'{name} must be a 1-D sequence of per-class counts, '
-                         f'got shape {tuple(counts.shape)}')
-    if num_classes is not None and counts.numel() != num_classes:
-        raise ValueError(
-            f'{name} has {counts.numel()} entries but num_classes is '
-            f'{num_classes}; expected one count per class')
-    if not torch.isfinite(counts).all() or (counts < 0).any():
-        raise ValueError(f'{name} must be finite and non-negative, got '
-                         f'{counts.tolist()[:20]}')
-    if counts.sum() <= 0:
-        raise ValueError(f'{name} sums to zero; expected at least one sample')
-    return counts
+# validated where counts enter; importers use priors.validate_class_counts
+from reot_mm.losses.utils import validate_class_counts  # noqa: F401
 
 
 def smooth_zero_counts(counts: torch.Tensor, min_count: float = 1.0,

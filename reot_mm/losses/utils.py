@@ -1,11 +1,14 @@
-"""Reduction and input checks shared by the loss modules (plain torch)."""
+"""Input checks and reductions shared by the loss layer (plain torch): the
+one set of validators of ``reot_mm.losses``."""
 import functools
 import itertools
 from typing import Optional
 
 import torch
 
-# one positive-number check for the whole package (ε, τ, ...)
+# the package's scalar / option checks live in reot_mm.ot (the lowest layer
+# with validators); the loss layer uses them, argument order of its own
+from reot_mm.ot import checks as ot_checks
 from reot_mm.ot.checks import check_positive  # noqa: F401
 
 REDUCTIONS = ('none', 'mean', 'sum')
@@ -20,18 +23,7 @@ def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
 
 def check_choice(name: str, value, choices) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
-
-
-def take_checkpoint_shape(module: torch.nn.Module, state_dict: dict,
-                          prefix: str, name: str = 'class_counts') -> None:
-    """Before ``_load_from_state_dict``: give the variable-size buffer ``name``
-    (e.g. class counts, empty until the counts are known) the checkpoint's shape."""
-    key = prefix + name
-    if key in state_dict:
-        setattr(module, name, torch.empty_like(
-            state_dict[key], device=getattr(module, name).device))
+    ot_checks.check_choice(value, name, choices)
 
 
 def weight_reduce_loss(loss: torch.Tensor,
@@ -63,6 +55,35 @@ def weight_reduce_loss(loss: torch.Tensor,
     return loss.sum() / (avg_factor + eps)
 
 
+def validate_class_counts(class_counts, num_classes: Optional[int] = None,
+                          name: str = 'class_counts') -> torch.Tensor:
+    """Check per-class training counts and return them as a float64 tensor.
+
+    Args:
+        class_counts: sequence or tensor of shape (C,) with non-negative counts.
+        num_classes: expected C; checked when given.
+        name: argument name used in error messages.
+
+    Raises:
+        ValueError: wrong shape or length, negative or non-finite counts,
+            or all counts zero.
+    """
+    counts = torch.as_tensor(class_counts, dtype=torch.float64).detach().cpu()
+    if counts.ndim != 1:
+        raise ValueError(f'{name} must be a 1-D sequence of per-class counts, '
+                         f'got shape {tuple(counts.shape)}')
+    if num_classes is not None and counts.numel() != num_classes:
+        raise ValueError(
+            f'{name} has {counts.numel()} entries but num_classes is '
+            f'{num_classes}; expected one count per class')
+    if not torch.isfinite(counts).all() or (counts < 0).any():
+        raise ValueError(f'{name} must be finite and non-negative, got '
+                         f'{counts.tolist()[:20]}')
+    if counts.sum() <= 0:
+        raise ValueError(f'{name} sums to zero; expected at least one sample')
+    return counts
+
+
 def check_labels(target: torch.Tensor, num_classes: int,
                  name: str = 'target',
                  ignore_index: Optional[int] = None) -> None:
@@ -90,19 +111,6 @@ def check_soft_target(target: torch.Tensor, scores: torch.Tensor,
     if target.shape != scores.shape:
         raise ValueError(f'soft {name} must have the shape of the scores '
                          f'{tuple(scores.shape)}, got {tuple(target.shape)}')
-
-
-def raise_non_finite(scores: torch.Tensor, name: str = 'cls_score') -> None:
-    """Explain a non-finite loss: name the offending input if it is the cause."""
-    bad = ~torch.isfinite(scores)
-    if bad.any():
-        rows = torch.nonzero(bad.reshape(bad.shape[0], -1).any(-1)).flatten()
-        raise ValueError(
-            f'{name} contains {int(bad.sum())} non-finite values (rows '
-            f'{rows.tolist()[:10]}); the loss is undefined for inf/NaN logits')
-    raise FloatingPointError(
-        'the loss is non-finite although the scores are finite; check the '
-        'prior (class counts) and the targets')
 
 
 def without_autocast(loss_fn):
