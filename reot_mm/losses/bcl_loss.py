@@ -11,16 +11,15 @@ import math
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from reot_mm import dist
 from reot_mm.losses.balanced_contrastive import (FORMS,  # noqa: F401
                                                  balanced_contrastive_loss)
 from reot_mm.losses.class_counts import CountAwareModule
-from reot_mm.losses.finite import raise_if_non_finite
-from reot_mm.losses.utils import (check_choice, check_labels,
-                                  weight_reduce_loss)
+from reot_mm.losses.finite import normalize_rows, raise_if_non_finite
+from reot_mm.losses.prior_cross_entropy import prior_shifted_cross_entropy
+from reot_mm.losses.utils import check_choice, weight_reduce_loss
 
 __all__ = ['BCLLoss', 'balanced_contrastive_loss',
            'logit_compensated_cross_entropy']
@@ -49,25 +48,14 @@ def logit_compensated_cross_entropy(
             official code, 1 there and here).
 
     Returns:
-        (B,) float32 losses.
+        (B,) float32 losses (float64 for float64 logits).
     """
     if cls_score.ndim != 2:
         raise ValueError(f'cls_score must have shape (B, C), got '
                          f'{tuple(cls_score.shape)}')
-    num_classes = cls_score.shape[1]
-    if target.ndim != 1 or target.shape[0] != cls_score.shape[0]:
-        raise ValueError(f'target must have shape ({cls_score.shape[0]},), '
-                         f'got {tuple(target.shape)}')
-    if log_prior.shape != (num_classes, ):
-        raise ValueError(f'log_prior must have shape ({num_classes},), got '
-                         f'{tuple(log_prior.shape)}')
-    check_labels(target, num_classes)
-    adjusted = cls_score.float() + prior_scale * log_prior.to(
-        cls_score.device, torch.float32)[None, :]
-    loss = F.cross_entropy(adjusted, target, reduction='none')
-    if class_weight is not None:
-        loss = loss * class_weight.to(loss)[target]
-    return loss
+    return prior_shifted_cross_entropy(cls_score, target, log_prior,
+                                       prior_scale=prior_scale,
+                                       class_weights=class_weight)
 
 
 @MODELS.register_module()
@@ -258,9 +246,9 @@ class BCLLoss(CountAwareModule):
         # view-major: all samples of view 1, then view 2 (as the official code)
         local = embeddings.transpose(0, 1).reshape(-1, embeddings.shape[2])
         if self.normalize:
-            local = F.normalize(local.float(), dim=1)
+            local = normalize_rows(local.float(), dim=1)
             if prototypes is not None:
-                prototypes = F.normalize(prototypes.float(), dim=1)
+                prototypes = normalize_rows(prototypes.float(), dim=1)
         local_labels = target.repeat(views)
         everything, all_labels, offset = local, local_labels, 0
         if self.gather_across_ranks:

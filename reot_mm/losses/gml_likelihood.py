@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from reot_mm.losses.finite import raise_if_non_finite
-from reot_mm.losses.utils import check_labels, without_autocast
+from reot_mm.losses.utils import at_least_fp32, check_labels, without_autocast
 
 __all__ = ['class_log_mean_exp', 'gml_loss', 'gml_temperature_loss']
 
@@ -147,11 +147,11 @@ def class_log_mean_exp(scores: torch.Tensor, key_labels: torch.Tensor,
 def _similarity(query, keys, similarity):
     """q·z for every query and key, (B, K), or the given precomputed one."""
     if similarity is None:
-        return fp32(query) @ fp32(keys).t()
+        return at_least_fp32(query) @ at_least_fp32(keys).t()
     if similarity.shape != (query.shape[0], keys.shape[0]):
         raise ValueError(f'similarity must have shape ({query.shape[0]}, '
                          f'{keys.shape[0]}), got {tuple(similarity.shape)}')
-    return fp32(similarity)
+    return at_least_fp32(similarity)
 
 
 def _class_scores(similarity, key_labels, num_classes, log_prior, alpha,
@@ -281,12 +281,6 @@ def _check_result(loss, what, **inputs):
     raise_if_non_finite(
         loss, what, 'q·z/τ_g overflows; expected L2-normalised query and keys '
         'and a temperature τ_g well above 1e-30', **inputs)
-
-
-def fp32(tensor: torch.Tensor) -> torch.Tensor:
-    """Half-precision tensors in float32; float32 / float64 unchanged."""
-    return tensor.float() if tensor.dtype in (torch.float16,
-                                              torch.bfloat16) else tensor
 
 
 def _num_classes(log_prior, num_classes) -> int:

@@ -24,9 +24,10 @@ from mmengine.registry import MODELS
 from reot_mm.losses.class_counts import CountAwareModule
 from reot_mm.losses.finite import raise_if_non_finite
 from reot_mm.losses.gml_likelihood import (class_log_mean_exp,  # noqa: F401
-                                           fp32, gml_loss,
-                                           gml_temperature_loss)
-from reot_mm.losses.utils import check_labels, without_autocast
+                                           gml_loss, gml_temperature_loss)
+from reot_mm.losses.prior_cross_entropy import prior_shifted_cross_entropy
+from reot_mm.losses.utils import (at_least_fp32, check_labels,
+                                  without_autocast)
 
 __all__ = ['class_log_mean_exp', 'gml_loss', 'gml_temperature_loss',
            'cosine_classifier_loss', 'distillation_loss', 'GMLLoss']
@@ -44,10 +45,8 @@ def cosine_classifier_loss(cosine: torch.Tensor, target: torch.Tensor,
         tau_s: τ_s > 0 (1/30 in every GML experiment).
         log_prior: (C,) η_c = log p(c); None gives plain cosine softmax.
     """
-    scores = fp32(cosine) / tau_s
-    if log_prior is not None:
-        scores = scores + log_prior.to(scores)
-    return F.cross_entropy(scores, target, reduction='none')
+    return prior_shifted_cross_entropy(cosine, target, log_prior,
+                                       epsilon=tau_s)
 
 
 def distillation_loss(student_scores: torch.Tensor,
@@ -69,9 +68,9 @@ def distillation_loss(student_scores: torch.Tensor,
                          f'scores {tuple(student_scores.shape)}, got '
                          f'{tuple(teacher_scores.shape)}')
     scale = 1.0 / (tau_s * temperature)
-    log_student = torch.log_softmax(fp32(student_scores) * scale, dim=-1)
+    log_student = torch.log_softmax(at_least_fp32(student_scores) * scale, dim=-1)
     log_teacher = torch.log_softmax(
-        fp32(teacher_scores).detach() * scale, dim=-1)
+        at_least_fp32(teacher_scores).detach() * scale, dim=-1)
     return F.kl_div(log_student, log_teacher, reduction='batchmean',
                     log_target=True) * temperature ** 2
 
@@ -242,7 +241,7 @@ class GMLLoss(CountAwareModule):
             log_prior: (C,) η = log p(c) (:meth:`log_prior`).
         """
         tau = self.tau_g
-        similarity = fp32(query) @ fp32(keys).t()  # shared by both terms
+        similarity = at_least_fp32(query) @ at_least_fp32(keys).t()  # shared by both terms
         losses = dict(loss_gml=self.gml_weight * gml_loss(
             query, keys, key_labels, target, tau, log_prior, self.alpha,
             similarity=similarity).mean())

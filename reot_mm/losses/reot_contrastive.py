@@ -77,14 +77,15 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from reot_mm.losses.utils import check_choice, without_autocast
+from reot_mm.losses.finite import normalize_rows
+from reot_mm.losses.utils import (at_least_fp32, check_choice, check_positive,
+                                  without_autocast)
 from reot_mm.ot.sinkhorn import reot_sinkhorn
 
 __all__ = [
     'CONSTRAINTS', 'GRADS', 'PAIR_PRIORS', 'SUPERVISIONS',
-    'check_positive', 'contrastive_log_plan', 'contrastive_targets',
+    'contrastive_log_plan', 'contrastive_targets',
     'pair_log_prior', 'reot_contrastive_loss'
 ]
 
@@ -92,26 +93,6 @@ SUPERVISIONS = ('self', 'supervised')
 PAIR_PRIORS = ('uniform', 'same_class', 'class_ratio', 'batch_ratio')
 CONSTRAINTS = ('a', 'ab')
 GRADS = ('unrolled', 'implicit')
-
-
-def check_positive(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{name} must be a positive finite number, got '
-                         f'{value!r}') from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f'{name} must be a positive finite number, got '
-                         f'{value!r}')
-    return value
-
-
-
-
-def _at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.dtype in (torch.float16, torch.bfloat16):
-        return tensor.float()
-    return tensor
 
 
 # --------------------------------------------------------------- pure maths
@@ -281,7 +262,7 @@ def contrastive_log_plan(embeddings: torch.Tensor,
     device = embeddings.device
     all_rows = rows is None
     rows = torch.arange(num, device=device) if all_rows else rows.to(device)
-    z = F.normalize(_at_least_fp32(embeddings), dim=-1)
+    z = normalize_rows(at_least_fp32(embeddings), dim=-1)
     if constraints == 'a':
         # -C/ε up to the constant 1/τ, anchors' rows only
         scores = (z if all_rows else z[rows]) @ z.t() / temperature

@@ -16,10 +16,9 @@ from reot_mm import dist
 from reot_mm.losses.class_counts import ScheduledPriorModule
 from reot_mm.losses.finite import raise_if_non_finite
 from reot_mm.losses.reot_contrastive import (  # noqa: F401
-    CONSTRAINTS, GRADS, PAIR_PRIORS, SUPERVISIONS, check_positive,
-    contrastive_log_plan, contrastive_targets, pair_log_prior,
-    reot_contrastive_loss)
-from reot_mm.losses.utils import check_choice
+    CONSTRAINTS, GRADS, PAIR_PRIORS, SUPERVISIONS, contrastive_log_plan,
+    contrastive_targets, pair_log_prior, reot_contrastive_loss)
+from reot_mm.losses.utils import check_choice, check_positive
 
 __all__ = [
     'REOTContrastiveLoss', 'contrastive_log_plan', 'contrastive_targets',

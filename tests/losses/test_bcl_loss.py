@@ -1,10 +1,13 @@
 """BCL loss (Zhu et al., CVPR 2022): Eq. 6-9 against loop transcriptions, Theorem 3 (Eq. 5/15),
 Jensen (L1 >= L2), class-complement, Eq. 10-11, bad input, checkpoint state."""
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mmengine.registry import MODELS
 
 import reot_mm  # noqa: F401  (registers BCLLoss)
@@ -289,6 +292,33 @@ def test_logit_compensation_eq10_is_ce_of_shifted_logits():
     assert (loss[target == 3] > plain[target == 3]).all()
 
 
+@pytest.mark.parametrize('prior_scale,with_alpha', [(1.0, False), (0.5, True)])
+def test_logit_compensation_values_and_gradients_match_eq10(prior_scale,
+                                                            with_alpha):
+    """Eq. 10 through the shared prior-shifted cross-entropy: values and
+    logit gradients equal the direct form CE(ℓ + s·log π, y)·α_y to 1e-6."""
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, 5, generator=generator) * 3
+    target = torch.randint(5, (9, ), generator=generator)
+    log_prior = torch.tensor([60.0, 20.0, 9.0, 3.0, 1.0]).log_softmax(0)
+    alpha = torch.rand(5, generator=generator) + 0.5 if with_alpha else None
+    got_logits = logits.clone().requires_grad_()
+    got = logit_compensated_cross_entropy(got_logits, target, log_prior,
+                                          class_weight=alpha,
+                                          prior_scale=prior_scale)
+    ref_logits = logits.clone().requires_grad_()
+    ref = F.cross_entropy(ref_logits + prior_scale * log_prior, target,
+                          reduction='none')
+    if alpha is not None:
+        ref = ref * alpha[target]
+    weights = torch.rand(9, generator=generator)
+    (got * weights).sum().backward()
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got_logits.grad, ref_logits.grad, rtol=0,
+                               atol=1e-6)
+
+
 def test_module_eq11_combines_terms():
     """L = λ·L_LC + μ·L_BCL (Eq. 11) from the registered module."""
     generator = torch.Generator().manual_seed(0)
@@ -457,3 +487,120 @@ def test_ddp_two_ranks_equal_single_process_on_concatenated_batch(tmp_path):
     local_only = module(torch.zeros(4, num_classes), target[:4], embeddings[:4],
                         protos)['loss_bcl']
     assert not torch.allclose(local_only, ranks[0][0][0])
+
+
+# --------------------------------------------------------- property tests
+FORM_OPTIONS = [('L1', True, True), ('L1', False, True), ('L2', False, True),
+                ('L2', True, True), ('L3', True, True), ('L1', True, False),
+                ('L1', False, False)]
+PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def unit_rows(rows):
+    """x / ‖x‖ in float64 (zero rows stay zero), without F.normalize's eps."""
+    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+@st.composite
+def bcl_problem(draw):
+    """A BCLLoss call: shapes, dtypes, class counts with zeros or one class,
+    label patterns, and features of extreme magnitude (or zero rows)."""
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    batch = draw(st.integers(1, 5))
+    views = draw(st.integers(1, 2))
+    dim = draw(st.integers(1, 5))
+    classes = draw(st.integers(1, 5))
+    pattern = draw(st.sampled_from(['random', 'one_class', 'distinct']))
+    if pattern == 'random':
+        target = torch.randint(classes, (batch, ), generator=generator)
+    elif pattern == 'one_class':
+        target = torch.full((batch, ), classes - 1)
+    else:
+        target = torch.arange(batch) % classes
+    counts = draw(st.lists(st.integers(0, 50), min_size=classes,
+                           max_size=classes).filter(lambda c: sum(c) > 0))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64,
+                                  torch.bfloat16]))
+    scale = draw(st.sampled_from([1.0, 1e-25, 1e25]))
+    embeddings = torch.randn(batch, views, dim, generator=generator,
+                             dtype=torch.float64) * scale
+    if draw(st.booleans()):
+        embeddings[0, 0] = 0.0  # a zero row: normalised to zero, no NaN
+    prototypes = torch.randn(classes, dim, generator=generator,
+                             dtype=torch.float64) * scale
+    logits = torch.randn(batch, classes, generator=generator,
+                         dtype=torch.float64) * draw(st.sampled_from([1.0, 1e3]))
+    return dict(target=target, counts=counts,
+                embeddings=embeddings.to(dtype), prototypes=prototypes.to(dtype),
+                logits=logits.to(dtype),
+                options=draw(st.sampled_from(FORM_OPTIONS)),
+                temperature=draw(st.sampled_from([0.05, 0.1, 1.0])))
+
+
+@PROPERTY
+@given(bcl_problem())
+def test_property_module_is_finite_and_equals_the_loop_reference(problem):
+    """BCLLoss (Eq. 10-11, Eq. 6-9) equals the float64 loop transcription on
+    the same (rounded) inputs, for every form, shape, dtype and count."""
+    form, complement, averaging = problem['options']
+    tau = problem['temperature']
+    module = BCLLoss(temperature=tau, lc_weight=1.0, bcl_weight=1.0,
+                     form=form, class_complement=complement,
+                     class_averaging=averaging,
+                     class_counts=problem['counts'])
+    out = module(problem['logits'], problem['target'], problem['embeddings'],
+                 problem['prototypes'])
+    assert all(torch.isfinite(value) for value in out.values())
+    # L_LC: CE(ℓ + log π, y) with zero counts smoothed to 1
+    counts = torch.tensor(problem['counts'], dtype=torch.float64).clamp(min=1)
+    logits = problem['logits'].double()
+    expected_lc = F.cross_entropy(logits + (counts / counts.sum()).log(),
+                                  problem['target'])
+    torch.testing.assert_close(out['loss_lc'].double(), expected_lc,
+                               rtol=1e-5,
+                               atol=1e-5 * (1 + float(logits.abs().max())))
+    # L_BCL: loop transcription on the view-major, normalised embeddings
+    emb = problem['embeddings'].double()
+    flat = unit_rows(emb.transpose(0, 1).reshape(-1, emb.shape[2]))
+    protos = unit_rows(problem['prototypes'].double())
+    labels = problem['target'].repeat(emb.shape[1])
+    losses, valid = loop_bcl(flat, labels, protos, tau, form, complement,
+                             averaging)
+    expected_bcl = losses.sum() / max(int(valid.sum()), 1)
+    torch.testing.assert_close(out['loss_bcl'].double(), expected_bcl,
+                               rtol=1e-4, atol=1e-4 / tau)
+
+
+@PROPERTY
+@given(bcl_problem(), st.sampled_from(['cls_score', 'embeddings',
+                                       'prototypes']),
+       st.sampled_from([float('nan'), float('inf'), -float('inf')]))
+def test_property_non_finite_input_is_a_named_error(problem, name, value):
+    inputs = dict(cls_score=problem['logits'].float().clone(),
+                  embeddings=problem['embeddings'].float().clone(),
+                  prototypes=problem['prototypes'].float().clone())
+    form, complement, averaging = problem['options']
+    if name == 'prototypes' and not (complement or form == 'L3'):
+        return  # prototypes are not used by this form
+    if name == 'cls_score':
+        # at the target class: a -inf logit elsewhere is a finite, valid CE
+        inputs[name][-1, problem['target'][-1]] = value
+    else:
+        inputs[name].view(-1)[-1] = value
+    module = BCLLoss(form=form, class_complement=complement,
+                     class_averaging=averaging, class_counts=problem['counts'])
+    try:
+        out = module(inputs['cls_score'], problem['target'],
+                     inputs['embeddings'], inputs['prototypes'])
+    except ValueError as error:
+        assert re.search(f'{name} contains .* non-finite values .*expected '
+                         'finite', str(error)), str(error)
+        return
+    # no error only where the value cannot matter (an embedding whose anchor
+    # has no positive and no other candidate): the same loss with it finite
+    assert name == 'embeddings' and all(map(torch.isfinite, out.values()))
+    inputs[name].view(-1)[-1] = 1.0
+    clean = module(inputs['cls_score'], problem['target'],
+                   inputs['embeddings'], inputs['prototypes'])
+    assert all(torch.equal(out[key], clean[key]) for key in out)

@@ -240,6 +240,24 @@ def test_cosine_classifier_loss_is_eq7():
         cosine_classifier_loss(cosine, target, 1 / 30, log_prior), expected)
 
 
+def test_cosine_classifier_loss_gradient_matches_eq7():
+    """L_cls through the shared prior-shifted cross-entropy: values and
+    cosine gradients equal CE(cos/τ_s + log p, y) written out, to 1e-6."""
+    generator = torch.Generator().manual_seed(2)
+    cosine = torch.rand(7, 4, generator=generator) * 2 - 1
+    target = torch.tensor([0, 1, 2, 3, 3, 0, 1])
+    log_prior = torch.tensor([50.0, 20.0, 5.0, 2.0]).log_softmax(0)
+    got_cos = cosine.clone().requires_grad_()
+    got = cosine_classifier_loss(got_cos, target, 1 / 30, log_prior)
+    ref_cos = cosine.clone().requires_grad_()
+    ref = F.cross_entropy(ref_cos / (1 / 30) + log_prior, target,
+                          reduction='none')
+    got.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got_cos.grad, ref_cos.grad, rtol=0, atol=1e-6)
+
+
 def test_distillation_loss():
     student = torch.rand(4, 5) * 2 - 1
     teacher = torch.rand(4, 5) * 2 - 1
