@@ -137,6 +137,30 @@ def test_eq16_equals_deleted_fused_kernel(epsilon, prior_kind):
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize('fused', [False, True])
+def test_eq16_dense_equals_previous_pixel_formulas(fused):
+    """(B, C, H, W) scores with a class-wise log Q: equal to the previous
+    pixel loss (F.cross_entropy on s/ε + log Q laid along dim 1, or the
+    deleted fused kernel from 2^20 scores on), values and gradients."""
+    gen = torch.Generator().manual_seed(12)
+    scores = 3 * torch.randn(2, 150, 64, 60, generator=gen)
+    labels = torch.randint(0, 150, (2, 64, 60), generator=gen)
+    log_q = torch.log_softmax(torch.randn(150, generator=gen), -1)
+    upstream = torch.rand(2, 64, 60, generator=gen)
+    column = log_q.reshape(-1, 1, 1)
+
+    def old(x):
+        if fused:
+            return _OldFusedKernel.apply(x, column, labels, 1 / 0.7)
+        return F.cross_entropy(x / 0.7 + column, labels, reduction='none')
+
+    new = _value_and_grad(
+        lambda x: prior_shifted_cross_entropy(x, labels, log_q, epsilon=0.7),
+        scores, upstream)
+    for got, expected in zip(new, _value_and_grad(old, scores, upstream)):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
 def test_integer_one_hot_target_is_a_soft_target():
     scores, labels, *_ = _inputs(11)
     one_hot = F.one_hot(labels, C)
