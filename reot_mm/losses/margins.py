@@ -1,8 +1,19 @@
-"""Angular margins on the target-class cosine (RE-OT Table 1 row "A-softmax")."""
+"""Angular margins on the target-class cosine.
+
+The A-softmax row of Table 1 in Shi et al., Relative Entropic Optimal
+Transport: a (Prior-aware) Matching Perspective to (Unbalanced)
+Classification, NeurIPS 2023: the inverse RE-OT loss with the cosine cost and
+the target cosine replaced by ψ(θ).
+"""
 import math
 from typing import Optional
 
 import torch
+
+from reot_mm.losses.utils import check_choice
+
+#: the ``margin_type`` options (None: no margin)
+MARGIN_TYPES = (None, 'multiplicative', 'additive', 'cosine')
 
 
 def cosine_with_margin(cosine: torch.Tensor, target: torch.Tensor,
@@ -10,7 +21,8 @@ def cosine_with_margin(cosine: torch.Tensor, target: torch.Tensor,
     """Apply an angular margin to the target-class cosine.
 
     A-softmax's ψ(θ) = (-1)^k·cos(mθ) - 2k for θ ∈ [kπ/m, (k+1)π/m]
-    (SphereFace, Liu et al. 2017; RE-OT Table 1 row "A-softmax") is
+    (Liu et al., SphereFace: Deep Hypersphere Embedding for Face
+    Recognition, CVPR 2017; RE-OT Table 1 row "A-softmax") is
     ``'multiplicative'`` with integer m = ``margin``; ``'additive'`` is
     cos(θ + m) (ArcFace) and ``'cosine'`` is cos θ - m (CosFace).
 
@@ -18,7 +30,17 @@ def cosine_with_margin(cosine: torch.Tensor, target: torch.Tensor,
         cosine: (B, C) cosines in [-1, 1].
         target: (B,) integer labels, or (B, C) soft targets (the margin is
             then applied to each sample's arg-max class).
+        margin_type: one of :data:`MARGIN_TYPES`.
+        margin: the margin; a positive integer m for ``'multiplicative'``.
+
+    Raises:
+        ValueError: an unknown ``margin_type`` or a non-integer m.
     """
+    check_choice('margin_type', margin_type, MARGIN_TYPES)
+    if margin_type == 'multiplicative' and (
+            margin != int(margin) or margin < 0):
+        raise ValueError("margin must be a non-negative integer m for "
+                         f"margin_type='multiplicative', got {margin}")
     if margin_type is None or margin == 0:
         return cosine
     labels = target if target.ndim == 1 else target.argmax(-1)
