@@ -1,9 +1,12 @@
 """GML loss (Suh and Seo, ICML 2023): Eq. 3/5/11 (L_GML), Eq. 10, L_τ, Eq. 7 (L_cls), L_KD."""
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reot_mm.losses import GMLLoss
 from reot_mm.losses.gml_loss import (class_log_mean_exp, cosine_classifier_loss,
@@ -380,3 +383,134 @@ def test_non_finite_empty_batch_and_empty_queue_are_clear_errors():
     with pytest.raises(FloatingPointError, match='overflows'):
         gml_loss(query.float() * 1e20, keys.float() * 1e20, key_labels,
                  target, 0.1, num_classes=4)
+
+
+# --------------------------------------------------------- property tests
+PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def gml_reference(query, keys, key_labels, target, tau, log_prior, alpha,
+                  exclude=None):
+    """GML Eq. 5 / 11 per query in float64 with explicit loops over classes
+    (classes without entries drop out); None where the own class is empty."""
+    losses = []
+    for b in range(query.shape[0]):
+        terms = {}
+        for c in range(log_prior.shape[0]):
+            members = [k for k in range(keys.shape[0])
+                       if key_labels[k] == c
+                       and (exclude is None or not exclude[b, k])]
+            if members:
+                sims = torch.stack([query[b] @ keys[k] / tau for k in members])
+                terms[c] = (torch.logsumexp(sims, 0) - math.log(len(members))
+                            + alpha * log_prior[c])
+        own = int(target[b])
+        losses.append(None if own not in terms else
+                      torch.logsumexp(torch.stack(list(terms.values())), 0)
+                      - terms[own])
+    return losses
+
+
+@st.composite
+def gml_problem(draw):
+    """Queries, a class-wise queue (classes may have no entry), labels,
+    class counts with zeros or one class, dtypes and zero-length features."""
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    classes = draw(st.integers(1, 4))
+    per_class = draw(st.lists(st.integers(0, 3), min_size=classes,
+                              max_size=classes).filter(lambda c: sum(c) > 0))
+    key_labels = torch.repeat_interleave(torch.arange(classes),
+                                         torch.tensor(per_class))
+    batch = draw(st.integers(1, 5))
+    dim = draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    query = F.normalize(torch.randn(batch, dim, generator=generator,
+                                    dtype=torch.float64), dim=1)
+    if draw(st.booleans()):
+        query[0] = 0.0  # a zero query: every class equally likely
+    keys = F.normalize(torch.randn(len(key_labels), dim, generator=generator,
+                                   dtype=torch.float64), dim=1)
+    counts = draw(st.lists(st.integers(0, 100), min_size=classes,
+                           max_size=classes).filter(lambda c: sum(c) > 0))
+    return dict(query=query.to(dtype), keys=keys.to(dtype),
+                key_labels=key_labels,
+                target=torch.randint(classes, (batch, ), generator=generator),
+                sample_indices=torch.arange(batch),
+                key_indices=torch.randint(-2, batch, (len(key_labels), ),
+                                          generator=generator),
+                counts=counts, tau=draw(st.sampled_from([0.02, 0.1, 1.0])),
+                alpha=draw(st.sampled_from([0.0, 0.5, 1.0])))
+
+
+@PROPERTY
+@given(gml_problem())
+def test_property_gml_and_tau_losses_equal_the_reference(problem):
+    """L_GML and L_τ are finite and equal the float64 reference, or L_GML is
+    a clear error when a sample's class has no queue entry."""
+    counts = torch.tensor(problem['counts'], dtype=torch.float64).clamp(min=1)
+    log_prior = (counts / counts.sum()).log()
+    args = (problem['query'], problem['keys'], problem['key_labels'],
+            problem['target'])
+    tau, alpha = problem['tau'], problem['alpha']
+    reference = gml_reference(*[a.double() if a.is_floating_point() else a
+                                for a in args], tau, log_prior, alpha)
+    tolerance = dict(rtol=1e-4, atol=1e-4 / tau)
+    if any(value is None for value in reference):
+        with pytest.raises(ValueError, match='have no queue entries'):
+            gml_loss(*args, tau, log_prior, alpha)
+    else:
+        got = gml_loss(*args, tau, log_prior, alpha)
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), torch.stack(reference),
+                                   **tolerance)
+    exclude = problem['sample_indices'][:, None] == \
+        problem['key_indices'][None, :]
+    tau_losses, valid = gml_temperature_loss(
+        *args, torch.tensor(tau), problem['sample_indices'],
+        problem['key_indices'], log_prior, alpha)
+    expected = gml_reference(*[a.double() if a.is_floating_point() else a
+                               for a in args], tau, log_prior, alpha, exclude)
+    assert valid.tolist() == [value is not None for value in expected]
+    assert torch.isfinite(tau_losses).all()
+    for got_value, value in zip(tau_losses, expected):
+        if value is not None:
+            torch.testing.assert_close(got_value.double(), value, **tolerance)
+
+
+@PROPERTY
+@given(gml_problem(), st.sampled_from(['cls_score', 'query', 'keys']),
+       st.sampled_from([float('nan'), float('inf')]))
+def test_property_gml_module_names_a_non_finite_input(problem, name, value):
+    """GMLLoss raises a ValueError naming the non-finite input (never returns
+    loss=nan), whatever the shapes and counts."""
+    classes = len(problem['counts'])
+    batch = problem['query'].shape[0]
+    inputs = dict(cls_score=torch.rand(batch, classes) * 2 - 1,
+                  target=problem['target'], query=problem['query'].clone(),
+                  keys=problem['keys'].clone(),
+                  key_labels=problem['key_labels'],
+                  key_indices=problem['key_indices'],
+                  sample_indices=problem['sample_indices'])
+    # every class gets an entry, so L_GML is defined
+    inputs['keys'] = torch.cat([inputs['keys'], F.normalize(
+        torch.ones(classes, inputs['keys'].shape[1],
+                   dtype=inputs['keys'].dtype), dim=1)])
+    inputs['key_labels'] = torch.cat([inputs['key_labels'],
+                                      torch.arange(classes)])
+    inputs['key_indices'] = torch.cat([inputs['key_indices'],
+                                       torch.full((classes, ), -5)])
+    inputs[name].view(-1)[0] = value
+    loss = GMLLoss(class_counts=problem['counts'])
+    try:
+        out = loss(**inputs)
+    except ValueError as error:
+        assert re.search(f'{name} contains .* non-finite values .*expected '
+                         'finite', str(error)), str(error)
+        return
+    # no error only where the value cannot matter (a single class: every
+    # softmax over classes is 1): the same losses with it finite
+    assert classes == 1 and all(map(torch.isfinite, out.values()))
+    inputs[name].view(-1)[0] = 0.5
+    clean = loss(**inputs)
+    assert all(torch.equal(out[key], clean[key]) for key in out)
