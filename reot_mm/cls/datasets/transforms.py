@@ -4,8 +4,11 @@ The stock mmpretrain transforms target natural RGB images of at least 32
 pixels; on the 8x8 grayscale digits a crop of a few pixels or a colour jitter
 either destroys the digit or does nothing. These three transforms work on
 (H, W) or (H, W, C) uint8/float arrays of any size, keep the input's shape and
-dtype, and draw their randomness from numpy's global generator (seeded per
-worker by mmengine).
+dtype, and draw their randomness from numpy's global generator, as mmcv's and
+mmpretrain's transforms do: mmengine seeds it (per DataLoader worker when there
+are workers) and ``reot_mm.engine.random_state.RandomStateHook`` saves it in
+every checkpoint and restores it on resume, so a resumed run draws the same
+augmentations as one that was never interrupted.
 
 * :class:`RandomSmallAffine`: rotation, scaling and sub-image translation
   about the image centre, zero (background) fill.
