@@ -43,6 +43,15 @@ def weight_reduce_loss(loss: torch.Tensor,
         raise ValueError(f'reduction must be one of {REDUCTIONS}, got '
                          f'{reduction!r}')
     if weight is not None:
+        try:
+            fits = torch.broadcast_shapes(weight.shape,
+                                          loss.shape) == loss.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError('weight must broadcast to the per-sample loss of '
+                             f'shape {tuple(loss.shape)}, got '
+                             f'{tuple(weight.shape)}')
         loss = loss * weight.to(loss.dtype)
     if reduction == 'none':
         return loss

@@ -295,6 +295,7 @@ def test_half_precision_is_computed_in_float32(dtype):
     (dict(epsilon=0.0), r'epsilon must be a positive'),
     (dict(focal_gamma=-1.0), r'focal_gamma must be >= 0'),
     (dict(reduction='avg'), r'reduction must be one of'),
+    (dict(weight=torch.ones(B, 1)), r'weight must broadcast'),
 ])
 def test_bad_input_names_the_argument(kwargs, match):
     scores, labels, *_ = _inputs(10)
