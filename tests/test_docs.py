@@ -62,18 +62,21 @@ def test_relative_links_exist(path):
     assert not missing, f'{path}: links to missing files {missing}'
 
 
-def test_readme_paths_exist():
-    """Every repository path the README names in backticks exists."""
+@pytest.mark.parametrize('path', USER_DOCS)
+def test_named_repository_paths_exist(path):
+    """Every file or folder of the repository a page names in backticks exists
+    (``tests/x.py::test_y`` names the file; MessageHub keys such as
+    ``reot_mm/class_counts`` have no suffix and are not paths)."""
     missing = []
-    for token in re.findall(r'`([^`\s]+)`', read('README.md')):
-        token = token.rstrip('.,;:')
-        if not re.match(r'(configs|tools|benchmarks|reot_mm|tests|docs)/', token):
+    for token in re.findall(r'`([^`\s]+)`', read(path)):
+        token = token.split('::')[0].rstrip('.,;:')
+        if not re.match(r'(configs|tools|benchmarks|reot_mm|tests|docs|requirements)/', token):
             continue
-        if re.search(r'[{}*…]', token):
-            continue  # a family of files
+        if re.search(r'[{}*…]', token) or not re.search(r'(\.\w+|/)$', token):
+            continue  # a family of files, or not a path
         if not osp.exists(osp.join(ROOT, token)):
             missing.append(token)
-    assert not missing, f'README.md names missing paths {missing}'
+    assert not missing, f'{path} names missing paths {missing}'
 
 
 def test_licence_and_citation_agree_with_the_package():
