@@ -28,6 +28,7 @@ def small_cfg(path, work_dir, max_epochs=4, milestones=(1, 3), **overrides):
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.train_dataloader.batch_size = 128  # 3 iterations per epoch
+    cfg.train_dataloader.drop_last = False  # (321 samples: 128 + 128 + 65)
     cfg.log_level = 'WARNING'
     for hook in cfg.custom_hooks:
         if hook['type'] == 'REOTPriorHook':
@@ -162,6 +163,31 @@ def test_counts_from_file_and_length_check(tmp_path):
                                class_counts=[1, 2, 3], num_classes=10)
     with pytest.raises(ValueError, match='3 entries but num_classes is 10'):
         Runner.from_cfg(cfg).train()
+
+
+def test_loss_config_counts_of_another_size_are_an_error(tmp_path):
+    """3 counts in the loss config, 10 classes in the dataset: the hook's
+    counts do not silently replace them; the error names the setting and
+    both sizes."""
+    cfg = small_cfg(REOT_CONFIG, tmp_path, max_epochs=1)
+    cfg.model.head.loss.class_counts = [1, 2, 3]
+    with pytest.raises(ValueError, match=r'class_counts in the config has 3 '
+                       r'entries.*have 10'):
+        Runner.from_cfg(cfg).train()
+
+
+def test_hooks_select_modules_by_contract(tmp_path):
+    """Count-aware and scheduled modules are found by their base classes."""
+    from reot_mm.engine.hooks.class_stats_hook import (
+        count_aware_modules, scheduled_prior_modules)
+    from reot_mm.losses.class_counts import (CountAwareModule,
+                                             ScheduledPriorModule)
+    runner = Runner.from_cfg(small_cfg(REOT_CONFIG, tmp_path, max_epochs=1))
+    loss, = reot_losses(runner)
+    assert count_aware_modules(runner.model) == [loss]
+    assert scheduled_prior_modules(runner.model) == [loss]
+    assert isinstance(loss, ScheduledPriorModule)
+    assert isinstance(loss, CountAwareModule)
 
 
 def test_prior_hook_without_reot_loss_is_an_error(tmp_path):
