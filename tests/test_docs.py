@@ -62,11 +62,12 @@ def test_relative_links_exist(path):
     assert not missing, f'{path}: links to missing files {missing}'
 
 
-@pytest.mark.parametrize('path', USER_DOCS)
+@pytest.mark.parametrize('path', [p for p in USER_DOCS if p != 'CHANGELOG.md'])
 def test_named_repository_paths_exist(path):
     """Every file or folder of the repository a page names in backticks exists
     (``tests/x.py::test_y`` names the file; MessageHub keys such as
-    ``reot_mm/class_counts`` have no suffix and are not paths)."""
+    ``reot_mm/class_counts`` have no suffix and are not paths). The changelog
+    is left out: it names files that were removed."""
     missing = []
     for token in re.findall(r'`([^`\s]+)`', read(path)):
         token = token.split('::')[0].rstrip('.,;:')
