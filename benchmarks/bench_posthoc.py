@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from reot_mm.evaluation.dump import load_predictions, save_predictions
+from reot_mm.evaluation.dump_io import load_predictions, save_predictions
 from reot_mm.ot.otlm import fit_otlm
 from reot_mm.ot.test_time import (kl_divergence, refined_marginal,
                                   sinkhorn_prediction)

@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from reot_mm.counts_file import load_counts_file
-from reot_mm.evaluation.dump import load_predictions
+from reot_mm.evaluation.dump_io import load_predictions
 from reot_mm.ot import label_barycenters, sinkhorn_prediction
+from reot_mm.ot.checks import check_positive
 
 
 def parse_args(argv=None):
@@ -102,7 +103,7 @@ def compute(data: dict, plan: str = 'ua', lam: float = 1.0, mu=None,
     """Barycenters (RE-OT Eq. 18) and ground-truth class means of a dump.
 
     Args:
-        data: :func:`reot_mm.evaluation.dump.load_predictions` output with
+        data: :func:`reot_mm.evaluation.dump_io.load_predictions` output with
             ``features``.
 
     Returns:
@@ -189,6 +190,7 @@ def _main(argv=None):
     args = parse_args(argv)
     if args.max_points < 1:
         raise ValueError(f'--max-points must be >= 1, got {args.max_points}')
+    check_positive(args.lam, '--lam')
     data = load_predictions(args.dump, need_labels=False, need_features=True)
     n, k = data['pred_score'].shape
     result = compute(data, args.plan, args.lam, _mu(args.mu, k), args.tol)

@@ -5,10 +5,14 @@ the compact ``preds.npz`` / ``preds.pt`` (``DumpPredictions``: stacked
 arrays, fast) or the upstream pickle ``preds.pkl`` (per-sample dicts with
 ``pred_score`` (K,) and ``gt_label`` (1,); slow for large test sets), refines
 the predictions and prints top-1, balanced, many / medium / few accuracy and
-KL(refined marginal ‖ target) (OTLM Table 4)::
+KL(refined marginal ‖ target) (OTLM Table 4). The training class counts and
+the many / few thresholds come with the dump (``tools/test.py --out`` stores
+them: in the compact file, or ``<dump>.counts.json`` next to a pickle), or
+from ``--train-counts`` (a checkpoint ``.pth`` or a counts file)::
 
     python tools/posthoc.py preds.npz --method ot --lam 1.0
-    python tools/posthoc.py preds.npz --method la --train-counts counts.json
+    python tools/posthoc.py preds.npz --method la
+    python tools/posthoc.py preds.pkl --method la --train-counts epoch_100.pth
     python tools/posthoc.py preds.pkl --method otlm --optimizer sgd \\
         --iters 100 --lr 0.2 --lam 1.2 --fit-split 0.2 --out refined.npz
 
@@ -22,14 +26,17 @@ mAcc before and after (docs/methods/posthoc.md, "Per-pixel")::
     python tools/posthoc.py seg_preds.pkl --method ot --mu train \\
         --train-counts pixel_counts.json --pixels-per-image 2000
 
-Methods: ``la`` logit adjustment (Menon et al., ``log p - τ log π_train``),
-``ot`` post-hoc OT (OTLM Algorithm 1, cost -log Z, λ, column marginal μ),
+Methods: ``la`` logit adjustment (Menon et al., ICLR 2021,
+``log p - τ log π_train``), ``ot`` post-hoc OT (Peng et al., ICLR 2022, OTLM
+Algorithm 1: cost -log Z, λ, column marginal μ; the same Sinkhorn prediction
+as RE-OT §5),
 ``otlm`` OTLM (Eq. 12, W fitted on the unlabeled ``--fit-split`` part, then
 post-hoc OT of ``softmax(Φ W)`` on the rest). ``--mu``: ``uniform``, ``em``
 (EM estimate, Saerens et al. 2002, from the training prior), ``train`` (the
 training prior) or a counts / probability file.
 """
 import argparse
+import json
 import os.path as osp
 import pickle
 import sys
@@ -38,109 +45,200 @@ import time
 import torch
 
 from reot_mm.counts_file import load_counts_file
-from reot_mm.evaluation.dump import (COMPACT_SUFFIXES, PICKLE_SUFFIXES,
-                                     DumpFormatError, load_predictions,
-                                     load_seg_dump, read_pickle,
-                                     save_predictions, seg_confusion,
-                                     seg_scores)
+from reot_mm.engine.compat import safe_checkpoint_globals
+from reot_mm.evaluation.dump_io import (COMPACT_SUFFIXES, PICKLE_SUFFIXES,
+                                        DumpFormatError, load_predictions,
+                                        meta_path, read_dump_meta,
+                                        read_pickle, save_predictions)
+from reot_mm.evaluation.seg_dump import load_seg_dump, seg_confusion, seg_scores
+from reot_mm.evaluation.shot_metric import (DEFAULT_FEW_THRESHOLD,
+                                            DEFAULT_MANY_THRESHOLD,
+                                            shot_accuracies)
 from reot_mm.ot.checks import check_positive
 from reot_mm.ot.otlm import apply_otlm, fit_otlm
 from reot_mm.ot.test_prior import check_em_smoothing, estimate_test_prior_em
 from reot_mm.ot.test_time import (kl_divergence, logit_adjustment,
                                   refined_marginal, sinkhorn_prediction)
 
-# kept for callers of the old name
-DumpError = DumpFormatError
+#: checkpoint meta key of the training counts (ClassStatisticsHook)
+CHECKPOINT_COUNTS_KEY = 'reot_mm_class_counts'
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('dump', help='tools/test.py --out file: .npz/.pt '
                    '(compact) or .pkl (upstream pickle; cls or mmseg)')
     p.add_argument('--task', choices=['auto', 'cls', 'seg'], default='auto',
                    help='auto: seg for pickles of mmseg samples (seg_logits)')
-    p.add_argument('--method', choices=['la', 'ot', 'otlm'], default='ot')
-    p.add_argument('--train-counts', help='per-class training counts (JSON '
+    p.add_argument('--method', choices=['la', 'ot', 'otlm'], default='ot',
+                   help='la: logit adjustment; ot: post-hoc OT (OTLM Alg. 1);'
+                   ' otlm: OT with a learned linear cost (OTLM Eq. 12)')
+    p.add_argument('--train-counts', help='per-class training counts: a '
+                   "checkpoint (.pth; checkpoint['meta']"
+                   f"['{CHECKPOINT_COUNTS_KEY}']) or a counts file (JSON "
                    'list, {"class_counts": [...]} or text numbers; pixel '
-                   'counts for seg); needed for la, --mu em/train and '
-                   'many/medium/few')
-    p.add_argument('--tau', type=float, default=1.0, help='LA strength τ')
-    p.add_argument('--lam', type=float, default=1.0, help='entropic weight λ')
+                   'counts for seg). Default (None): the counts stored in '
+                   'the dump (tools/test.py --out writes them); needed for '
+                   'la, --mu em/train and many/medium/few')
+    p.add_argument('--tau', type=float, default=1.0,
+                   help='logit adjustment strength τ (--method la)')
+    p.add_argument('--lam', type=float, default=1.0,
+                   help='entropic weight λ of post-hoc OT (the ε of the '
+                   'kernel exp(log Z / λ))')
     p.add_argument('--mu', default='uniform', help="target label marginal: "
-                   "'uniform', 'em', 'train' or a counts/probability file")
+                   "'uniform', 'em' (EM estimate, Saerens et al. 2002), "
+                   "'train' (the training prior) or a counts/probability "
+                   'file')
     p.add_argument('--em-smoothing', type=float, default=0.0,
                    help='--mu em: Dirichlet pseudo-count per class in the '
                    'M step (0: maximum likelihood)')
     p.add_argument('--iters', type=int, default=20, help='OTLM steps')
-    p.add_argument('--lr', type=float, default=1e-3, help='OTLM lr')
-    p.add_argument('--weight-decay', type=float, default=1e-3)
-    p.add_argument('--optimizer', choices=['adam', 'sgd'], default='adam')
+    p.add_argument('--lr', type=float, default=1e-3,
+                   help='OTLM learning rate')
+    p.add_argument('--weight-decay', type=float, default=1e-3,
+                   help='OTLM weight decay of W')
+    p.add_argument('--optimizer', choices=['adam', 'sgd'], default='adam',
+                   help='OTLM optimiser')
     p.add_argument('--batch-size', type=int, default=None,
-                   help='OTLM mini-batch (paper: 10000); default all')
+                   help='OTLM mini-batch (paper: 10000); None: all samples')
     p.add_argument('--fit-split', type=float, default=1.0,
                    help='cls OTLM: fraction of samples (random, --seed) used, '
                    'without labels, to fit W; metrics on the rest. 1.0 fits '
                    'and evaluates on all (transductive, as in the paper)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--many-thr', type=float, default=100,
-                   help='many-shot: training count > this')
-    p.add_argument('--few-thr', type=float, default=20,
-                   help='few-shot: training count < this')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the OTLM split / mini-batches and of the '
+                   'seg pixel sampling')
+    p.add_argument('--many-thr', type=float, default=None,
+                   help='many-shot: training count > this. None: the '
+                   'threshold stored in the dump (the config\'s '
+                   f'ShotAccuracy), else {DEFAULT_MANY_THRESHOLD}')
+    p.add_argument('--few-thr', type=float, default=None,
+                   help='few-shot: training count < this. None: the '
+                   'threshold stored in the dump, else '
+                   f'{DEFAULT_FEW_THRESHOLD}')
     p.add_argument('--pixels-per-image', type=int, default=1000,
                    help='seg: labelled pixels sampled per image (uniformly, '
                    '--seed) to fit the correction; it is applied to all')
     p.add_argument('--ignore-index', type=int, default=255,
                    help='seg: label of unlabelled pixels')
     p.add_argument('--max-iter', type=int, default=1000,
-                   help='Sinkhorn iterations')
-    p.add_argument('--tol', type=float, default=1e-6, help='Sinkhorn tol')
+                   help='Sinkhorn iterations at most')
+    p.add_argument('--tol', type=float, default=1e-6,
+                   help='Sinkhorn tolerance (L1 marginal error)')
+    p.add_argument('--check-every', type=int, default=5,
+                   help='Sinkhorn: check the marginal error every this many '
+                   'iterations')
     p.add_argument('--memory', choices=['buffer', 'stream'],
                    default='buffer', help='Sinkhorn memory mode '
                    '(stream: no N x K temporary, slower)')
-    p.add_argument('--no-progress', action='store_true')
-    p.add_argument('--out', help='write refined predictions: .npz/.pt '
-                   '(compact) or .pkl (per-sample dicts); seg: .pkl')
-    return p.parse_args(argv)
+    p.add_argument('--no-progress', action='store_true',
+                   help='no OTLM progress bar')
+    p.add_argument('--out', default=None, help='write refined predictions: '
+                   '.npz/.pt (compact) or .pkl (per-sample dicts); seg: .pkl')
+    return p
 
 
-def load_dump(path):
-    """Return (samples or None, scores (N, K) float32, labels (N,) int64).
-
-    Kept for scripts; see :func:`reot_mm.evaluation.dump.load_predictions`.
-    """
-    data = load_predictions(path)
-    return data.get('samples'), data['pred_score'], data['gt_label']
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
-def _load_distribution(path, k, name):
-    values = torch.tensor(load_counts_file(path, name), dtype=torch.float64)
+def _check_counts(values, k, name, source):
+    values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if values.shape != (k, ):
-        raise ValueError(f'{name} {path!r} has {values.numel()} entries, '
+        raise ValueError(f'{name} {source!r} has {values.numel()} entries, '
                          f'expected {k} (the class count of the dump)')
-    if (values < 0).any() or values.sum() <= 0:
-        raise ValueError(f'{name} {path!r} must be non-negative with a '
-                         'positive sum')
+    if not torch.isfinite(values).all() or (values < 0).any() \
+            or values.sum() <= 0:
+        raise ValueError(f'{name} {source!r} must be finite, non-negative '
+                         'with a positive sum')
     return values
 
 
+def _is_checkpoint(path) -> bool:
+    """A torch checkpoint: a zip archive (torch >= 1.6) or a raw pickle."""
+    with open(path, 'rb') as handle:
+        head = handle.read(2)
+    return head == b'PK' or head[:1] == b'\x80'
+
+
+def _checkpoint_counts(path):
+    """Training counts stored by ClassStatisticsHook in a checkpoint's meta.
+
+    Read with ``weights_only=True`` and the checkpoint allow-list of
+    :mod:`reot_mm.engine.compat` (a checkpoint never runs code here).
+    """
+    try:
+        with safe_checkpoint_globals():
+            checkpoint = torch.load(path, map_location='cpu',
+                                    weights_only=True)
+    except Exception as error:  # noqa: BLE001 (torch raises many types)
+        reason = (str(error).strip().splitlines() or [''])[0][:160]
+        raise ValueError(f'--train-counts {path!r}: not a readable checkpoint '
+                         f'({type(error).__name__}: {reason})') from None
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict) or meta.get(CHECKPOINT_COUNTS_KEY) is None:
+        raise ValueError(
+            f"--train-counts {path!r}: the checkpoint has no meta"
+            f"['{CHECKPOINT_COUNTS_KEY}'] (ClassStatisticsHook writes it "
+            'while training); give a counts file instead')
+    return meta[CHECKPOINT_COUNTS_KEY]
+
+
+def load_train_counts(path, k, name='--train-counts'):
+    """(K,) float64 counts from a checkpoint or a counts file."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{name} {path!r} does not exist')
+    values = _checkpoint_counts(path) if _is_checkpoint(path) \
+        else load_counts_file(path, name)
+    return _check_counts(values, k, name, path)
+
+
+def _read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as error:
+        raise ValueError(f'{path}: not a JSON record of class counts '
+                         f'({error})') from None
+
+
+def _load_distribution(path, k, name):
+    return _check_counts(load_counts_file(path, name), k, name, path)
+
+
+def resolve_counts(args, dump_counts, k):
+    """(counts or None, where they came from): --train-counts, else the dump."""
+    if args.train_counts:
+        return load_train_counts(args.train_counts, k), args.train_counts
+    if dump_counts is not None:
+        return _check_counts(dump_counts, k, 'class counts of', args.dump), \
+            'the dump'
+    return None, None
+
+
+def resolve_thresholds(args, dump_thresholds):
+    """(many, few): the options, else the dump's, else ShotAccuracy's."""
+    many, few = dump_thresholds or (DEFAULT_MANY_THRESHOLD,
+                                    DEFAULT_FEW_THRESHOLD)
+    many = many if args.many_thr is None else args.many_thr
+    few = few if args.few_thr is None else args.few_thr
+    if not few <= many:
+        raise ValueError(f'--few-thr must be <= --many-thr, got {few} and '
+                         f'{many}')
+    return many, few
+
+
 def metrics(pred, labels, counts, many_thr, few_thr, k):
-    """top-1, balanced accuracy and (with counts) many / medium / few."""
-    correct = (pred == labels).double()
-    out = {'top1': correct.mean().item() * 100}
-    per_class = torch.zeros(k, dtype=torch.float64).index_add_(
-        0, labels, correct)
-    n_class = torch.bincount(labels, minlength=k).double()
-    present = n_class > 0
-    out['balanced'] = (per_class[present] / n_class[present]).mean().item() \
-        * 100
-    if counts is not None:
-        groups = {'many': counts > many_thr, 'few': counts < few_thr}
-        groups['medium'] = ~(groups['many'] | groups['few'])
-        for name in ('many', 'medium', 'few'):
-            mask = groups[name][labels]
-            out[name] = (correct[mask].mean().item() * 100
-                         if mask.any() else float('nan'))
-    return out
+    """top-1, balanced and (with counts) many / medium / few accuracy.
+
+    The computation of ``ShotAccuracy`` (group = mean of its classes'
+    accuracies; a group without a tested class has no key).
+    """
+    return shot_accuracies(pred.numpy(), labels.numpy(),
+                           None if counts is None else counts.numpy(),
+                           many_thr, few_thr, num_classes=k)
 
 
 def _target(args, k, counts, probs_fn):
@@ -149,7 +247,8 @@ def _target(args, k, counts, probs_fn):
         return torch.full((k, ), 1.0 / k, dtype=torch.float64)
     if args.mu in ('em', 'train'):
         if counts is None:
-            raise ValueError(f'--mu {args.mu} needs --train-counts')
+            raise ValueError(f'--mu {args.mu} needs --train-counts (the dump '
+                             'holds no class counts)')
         prior = counts / counts.sum()
         if args.mu == 'train':
             return prior
@@ -165,13 +264,16 @@ def _target(args, k, counts, probs_fn):
 
 
 def _check_args(args):
-    if args.method == 'la' and args.train_counts is None:
-        raise ValueError('--method la needs --train-counts')
     if not 0 < args.fit_split <= 1:
         raise ValueError(f'--fit-split must be in (0, 1], got '
                          f'{args.fit_split}')
     check_em_smoothing(args.em_smoothing, '--em-smoothing')
     check_positive(args.lam, '--lam')
+    check_positive(args.tol, '--tol')
+    for name in ('max_iter', 'check_every', 'iters'):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
+                             f'{getattr(args, name)}')
     if args.pixels_per_image < 1:
         raise ValueError(f'--pixels-per-image must be >= 1, got '
                          f'{args.pixels_per_image}')
@@ -183,9 +285,11 @@ def run_cls(args, path, objects=None):
     data = load_predictions(path, objects=objects)
     scores, labels = data['pred_score'], data['gt_label']
     n, k = scores.shape
-    counts = None
-    if args.train_counts:
-        counts = _load_distribution(args.train_counts, k, 'train-counts')
+    counts, source = resolve_counts(args, data.get('class_counts'), k)
+    if args.method == 'la' and counts is None:
+        raise ValueError('--method la needs --train-counts (the dump holds '
+                         'no class counts)')
+    many_thr, few_thr = resolve_thresholds(args, data.get('shot_thresholds'))
     # log-probabilities, in place (the scores are not needed afterwards)
     log_p = scores.clamp_min_(1e-30).log_()
     log_p.sub_(torch.logsumexp(log_p, 1, keepdim=True))
@@ -200,7 +304,7 @@ def run_cls(args, path, objects=None):
         pred = probs.argmax(1)
     elif args.method == 'ot':
         res = sinkhorn_prediction(log_p, mu, args.lam, max_iter=args.max_iter,
-                                  tol=args.tol, check_every=5,
+                                  tol=args.tol, check_every=args.check_every,
                                   memory=args.memory)
         probs, pred = res.probs, res.pred_label
     else:
@@ -223,20 +327,25 @@ def run_cls(args, path, objects=None):
         res = apply_otlm(fit.W, log_p if eval_idx is None
                          else log_p[eval_idx], mu, args.lam,
                          max_iter=args.max_iter, tol=args.tol,
-                         check_every=5, memory=args.memory)
+                         check_every=args.check_every, memory=args.memory)
         probs, pred = res.probs, res.pred_label
 
     def subset(x):
         return x if eval_idx is None else x[eval_idx]
 
     y = subset(labels)
-    before = metrics(subset(log_p).argmax(1), y, counts, args.many_thr,
-                     args.few_thr, k)
-    after = metrics(pred, y, counts, args.many_thr, args.few_thr, k)
+    before = metrics(subset(log_p).argmax(1), y, counts, many_thr, few_thr,
+                     k)
+    after = metrics(pred, y, counts, many_thr, few_thr, k)
     soft = refined_marginal(probs)
     hard = refined_marginal(probs, hard=True)
     print(f'method: {args.method}  samples: {len(y)}  classes: {k}  '
           f'dump: {data["format"]}')
+    if counts is None:
+        print('train counts: none (no many/medium/few; give --train-counts)')
+    else:
+        print(f'train counts: {source}; many > {many_thr:g}, few < '
+              f'{few_thr:g} training samples')
     for key in after:
         print(f'{key:>9}: {before[key]:7.2f} -> {after[key]:7.2f}')
     print(f'KL(refined marginal || target): soft {kl_divergence(soft, mu):.3e}'
@@ -297,9 +406,13 @@ def run_seg(args, path, objects=None):
     t0 = time.perf_counter()
     images = load_seg_dump(path, args.ignore_index, objects=objects)
     c = images[0]['logits'].shape[0]
-    counts = None
-    if args.train_counts:
-        counts = _load_distribution(args.train_counts, c, 'train-counts')
+    side = meta_path(path)
+    side_counts = None
+    if not args.train_counts and osp.isfile(side):
+        side_counts = read_dump_meta(_read_json(side), c, side)['class_counts']
+    counts, _ = resolve_counts(args, side_counts, c)
+    if args.method == 'la' and counts is None:
+        raise ValueError('--method la needs --train-counts (pixel counts)')
     if args.method == 'otlm' and args.fit_split < 1:
         raise ValueError('--fit-split is for classification; for seg the '
                          'correction is fitted on sampled pixels and '
@@ -319,7 +432,7 @@ def run_seg(args, path, objects=None):
         probs = torch.softmax(log_p + delta, 1)
     elif args.method == 'ot':
         res = sinkhorn_prediction(log_p, mu, args.lam, max_iter=args.max_iter,
-                                  tol=args.tol, check_every=5,
+                                  tol=args.tol, check_every=args.check_every,
                                   memory=args.memory)
         # argmax(log Z / λ + g) = argmax(logits + λ g): a per-class shift
         delta, probs = (args.lam * res.g).float(), res.probs
@@ -332,7 +445,8 @@ def run_seg(args, path, objects=None):
         print(f'OTLM loss {fit.losses[0]:.5f} -> {fit.losses[-1]:.5f} '
               f'({len(fit.losses)} iterations)')
         res = apply_otlm(fit.W, logits, mu, args.lam, max_iter=args.max_iter,
-                         tol=args.tol, check_every=5, memory=args.memory)
+                         tol=args.tol, check_every=args.check_every,
+                         memory=args.memory)
         weight = fit.W.float()
         delta, probs = (args.lam * res.g).float(), res.probs
 
@@ -404,7 +518,7 @@ def main(argv=None):
     """Entry point; input errors exit with status 1 and an 'error:' line."""
     try:
         _main(argv)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         sys.exit(f'error: {err}')
 
 

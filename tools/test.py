@@ -11,6 +11,12 @@ predictions for post-hoc tools (``tools/posthoc.py``,
   classification predictions stacked into arrays (``pred_score`` (N, K),
   ``gt_label``, ``pred_label``, ``sample_idx``); ``--dump-features`` also
   stores the head's pre-logit features (N, d).
+
+Both carry the training class counts of the run (from ``ClassStatisticsHook``
+or the checkpoint, or a ``ShotAccuracy`` config's ``class_counts``) and the
+many / few thresholds of the config's ``ShotAccuracy`` (or its defaults):
+inside the compact file, or in ``<out>.counts.json`` next to a pickle, so
+``tools/posthoc.py`` reports many / medium / few without further options.
 """
 import argparse
 
@@ -24,6 +30,38 @@ reot_mm.register_all_modules()
 
 PICKLE = ('.pkl', '.pickle')
 COMPACT = ('.npz', '.pt')
+
+
+def find_shot_metric(evaluator) -> dict:
+    """The first ``ShotAccuracy`` config in an evaluator config ({} if none).
+
+    Looks into lists and into wrappers' ``metrics`` (``SinkhornInferenceMetric``).
+    """
+    if isinstance(evaluator, (list, tuple)):
+        for item in evaluator:
+            found = find_shot_metric(item)
+            if found:
+                return found
+        return {}
+    if not isinstance(evaluator, dict):
+        return {}
+    if evaluator.get('type') == 'ShotAccuracy':
+        return dict(evaluator)
+    return find_shot_metric(evaluator.get('metrics', []))
+
+
+def shot_settings(evaluator):
+    """(class_counts or None, (many, few)) of the config's ShotAccuracy."""
+    from reot_mm.counts_file import load_counts_file
+    from reot_mm.evaluation.shot_metric import (DEFAULT_FEW_THRESHOLD,
+                                                DEFAULT_MANY_THRESHOLD)
+    shot = find_shot_metric(evaluator)
+    counts = shot.get('class_counts')
+    if counts is None and shot.get('class_counts_file') is not None:
+        counts = load_counts_file(shot['class_counts_file'])
+    thresholds = (shot.get('many_threshold', DEFAULT_MANY_THRESHOLD),
+                  shot.get('few_threshold', DEFAULT_FEW_THRESHOLD))
+    return (None if counts is None else list(counts)), thresholds
 
 
 def parse_args(argv=None):
@@ -63,12 +101,16 @@ def main(argv=None):
     if skip_teacher_for_test(cfg):
         print('tools/test.py: TeacherStudent predicts with the student only; '
               'the teacher checkpoint is not loaded')
-    if args.out is not None and args.out_item == 'pred':
+    dump_preds = args.out is not None and args.out_item == 'pred'
+    if dump_preds:
+        config_counts, thresholds = shot_settings(cfg.get('test_evaluator'))
         if args.out.endswith(PICKLE):
             dump = dict(type='DumpResults', out_file_path=args.out)
         else:
             dump = dict(type='DumpPredictions', out_file_path=args.out,
-                        dump_features=args.dump_features)
+                        dump_features=args.dump_features,
+                        class_counts=config_counts,
+                        shot_thresholds=thresholds)
         evaluator = cfg.test_evaluator
         if isinstance(evaluator, (list, tuple)):
             cfg.test_evaluator = list(evaluator) + [dump]
@@ -79,12 +121,27 @@ def main(argv=None):
         from reot_mm.evaluation.dump import attach_pre_logits
         attach_pre_logits(runner.model)
     metrics = runner.test()
+    if dump_preds and args.out.endswith(PICKLE):
+        _write_pickle_meta(runner, args.out, config_counts, thresholds)
     if args.out is not None and args.out_item == 'metrics':
         import mmengine
         mmengine.dump(metrics, args.out)
     # the DDP wrapper (and its reducer) must go before its process group
     del runner
     teardown_distributed()
+
+
+def _write_pickle_meta(runner, out, config_counts, thresholds):
+    """``<out>.counts.json``: the counts DumpResults cannot hold (rank 0)."""
+    from mmengine.dist import is_main_process
+    from reot_mm.evaluation.dump_io import meta_path, write_dump_meta
+    from reot_mm.evaluation.shot_metric import CLASS_COUNTS_INFO_KEY
+    counts = config_counts
+    if counts is None:
+        counts = runner.message_hub.get_info(CLASS_COUNTS_INFO_KEY)
+    if counts is not None and is_main_process():
+        write_dump_meta(meta_path(out), counts, thresholds)
+        print(f'class counts and shot thresholds written to {meta_path(out)}')
 
 
 if __name__ == '__main__':

@@ -12,6 +12,10 @@ from reot_mm.counts_file import load_counts_file
 #: MessageHub runtime-info key under which the class-statistics hook publishes
 #: the per-class training counts (a list of C numbers).
 CLASS_COUNTS_INFO_KEY = 'reot_mm/class_counts'
+#: many-shot: more than this many training images (OLTR's split)
+DEFAULT_MANY_THRESHOLD = 100
+#: few-shot: fewer than this many training images
+DEFAULT_FEW_THRESHOLD = 20
 
 
 def _as_counts(values, source: str) -> np.ndarray:
@@ -119,8 +123,8 @@ class ShotAccuracy(BaseMetric):
     def __init__(self,
                  class_counts: Optional[Sequence[float]] = None,
                  class_counts_file: Optional[str] = None,
-                 many_threshold: float = 100,
-                 few_threshold: float = 20,
+                 many_threshold: float = DEFAULT_MANY_THRESHOLD,
+                 few_threshold: float = DEFAULT_FEW_THRESHOLD,
                  group_average: str = 'class',
                  per_class: bool = False,
                  collect_device: str = 'cpu',
@@ -202,43 +206,76 @@ class ShotAccuracy(BaseMetric):
             dict: Accuracies in percent; see the class docstring for keys.
         """
         counts = self._resolve_counts()
-        num_classes = counts.size
         pairs = np.asarray(results, dtype=np.int64).reshape(-1, 2)
-        preds, labels = pairs[:, 0], pairs[:, 1]
-        if labels.size == 0:
-            raise ValueError('ShotAccuracy got no sample to evaluate')
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(
-                f'gt_label must lie in [0, {num_classes}) (len of the class '
-                f'counts), got range [{labels.min()}, {labels.max()}]')
+        return shot_accuracies(pairs[:, 0], pairs[:, 1], counts,
+                               self.many_threshold, self.few_threshold,
+                               self.group_average, self.per_class)
 
-        correct = (preds == labels).astype(np.float64)
-        tested = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        hits = np.bincount(labels, weights=correct, minlength=num_classes)
-        present = tested > 0
-        class_acc = np.full(num_classes, np.nan)
-        class_acc[present] = hits[present] / tested[present]
 
-        metrics = {
-            'top1': 100.0 * correct.mean(),
-            'balanced': 100.0 * class_acc[present].mean(),
-        }
-        groups = {
-            'many': counts > self.many_threshold,
-            'medium': (counts >= self.few_threshold) &
-            (counts <= self.many_threshold),
-            'few': counts < self.few_threshold,
-        }
-        for name, members in groups.items():
-            members = members & present
-            if not members.any():
-                continue  # documented: empty groups have no key
-            if self.group_average == 'class':
-                value = class_acc[members].mean()
-            else:
-                value = hits[members].sum() / tested[members].sum()
-            metrics[name] = 100.0 * value
-        metrics = {key: float(value) for key, value in metrics.items()}
-        if self.per_class:
-            metrics['per_class'] = (100.0 * class_acc).tolist()
-        return metrics
+def shot_accuracies(preds, labels, class_counts=None,
+                    many_threshold: float = DEFAULT_MANY_THRESHOLD,
+                    few_threshold: float = DEFAULT_FEW_THRESHOLD,
+                    group_average: str = 'class', per_class: bool = False,
+                    num_classes: Optional[int] = None
+                    ) -> Dict[str, Union[float, list]]:
+    """Top-1, balanced and many / medium / few-shot accuracy, in percent.
+
+    The computation of :class:`ShotAccuracy` (see there for the groups, the
+    averages and why empty groups have no key), on arrays.
+
+    Args:
+        preds, labels: (N,) predicted and true labels.
+        class_counts: (C,) training counts; None: only ``top1`` and
+            ``balanced`` (the groups need the counts).
+        many_threshold, few_threshold, group_average, per_class: as in
+            :class:`ShotAccuracy`.
+        num_classes: C when there are no counts (default: largest label + 1).
+
+    Returns:
+        dict with ``top1``, ``balanced`` and, with counts, ``many``,
+        ``medium``, ``few`` (groups with a tested class) and ``per_class``.
+    """
+    preds = np.asarray(preds, dtype=np.int64).reshape(-1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels.size == 0:
+        raise ValueError('ShotAccuracy got no sample to evaluate')
+    counts = None if class_counts is None else _as_counts(class_counts,
+                                                          'class_counts')
+    if counts is not None:
+        num_classes = counts.size
+    elif num_classes is None:
+        num_classes = int(labels.max()) + 1
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f'gt_label must lie in [0, {num_classes}) (len of the class '
+            f'counts), got range [{labels.min()}, {labels.max()}]')
+
+    correct = (preds == labels).astype(np.float64)
+    tested = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    hits = np.bincount(labels, weights=correct, minlength=num_classes)
+    present = tested > 0
+    class_acc = np.full(num_classes, np.nan)
+    class_acc[present] = hits[present] / tested[present]
+
+    metrics = {
+        'top1': 100.0 * correct.mean(),
+        'balanced': 100.0 * class_acc[present].mean(),
+    }
+    groups = {} if counts is None else {
+        'many': counts > many_threshold,
+        'medium': (counts >= few_threshold) & (counts <= many_threshold),
+        'few': counts < few_threshold,
+    }
+    for name, members in groups.items():
+        members = members & present
+        if not members.any():
+            continue  # documented: empty groups have no key
+        if group_average == 'class':
+            value = class_acc[members].mean()
+        else:
+            value = hits[members].sum() / tested[members].sum()
+        metrics[name] = 100.0 * value
+    metrics = {key: float(value) for key, value in metrics.items()}
+    if per_class:
+        metrics['per_class'] = (100.0 * class_acc).tolist()
+    return metrics

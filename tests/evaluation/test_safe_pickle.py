@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from reot_mm.evaluation.dump import DumpFormatError, load_predictions, read_pickle
+from reot_mm.evaluation.dump_io import DumpFormatError, load_predictions, read_pickle
 from reot_mm.evaluation.safe_pickle import RestrictedUnpickler
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -69,7 +69,7 @@ def test_refined_marginal_matches_mu_eq10():
         torch.testing.assert_close(res.probs.sum(1), torch.ones(1000, dtype=D))
 
 
-def test_posthoc_ot_balances_long_tailed_predictions():
+def test_sinkhorn_prediction_balances_long_tailed_predictions():
     logits, y = _long_tailed_logits(n=3000)
     plain = torch.bincount(logits.argmax(1), minlength=6)
     res = sinkhorn_prediction(torch.log_softmax(logits, 1), None, 1.0)
@@ -256,7 +256,7 @@ def test_bad_shapes_and_values():
         estimate_test_prior_em(torch.ones(4, 3), torch.ones(3) / 3)
 
 
-def test_posthoc_ot_memory_modes_and_blocks_agree():
+def test_sinkhorn_prediction_memory_modes_and_blocks_agree():
     """OTLM Alg. 1 solved with the in-place output (buffer), streamed
     Sinkhorn and tiny row blocks: same refined probabilities; the in-place
     softmax equals softmax(log Z / λ + g) (Eq. 11 rows of the plan)."""

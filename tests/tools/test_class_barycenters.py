@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from reot_mm.evaluation.dump import save_predictions
+from reot_mm.evaluation.dump_io import save_predictions
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 K, D_FEAT = 4, 5
@@ -86,7 +86,7 @@ def test_confident_classifier_barycenters_tend_to_class_means(tmp_path):
     for sharpness, store in ((1.0, data_far), (30.0, data_near)):
         path = str(tmp_path / f's{sharpness}.npz')
         _dump(path, n=400, sharpness=sharpness, seed=1, spread=10.0)
-        from reot_mm.evaluation.dump import load_predictions
+        from reot_mm.evaluation.dump_io import load_predictions
         res = TOOL.compute(load_predictions(path, need_features=True))
         store.append(np.linalg.norm(res['barycenters'] - res['class_means'],
                                     axis=1).max())

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from reot_mm.evaluation.dump import (DumpFormatError, DumpPredictions,
-                                     attach_pre_logits, load_predictions,
-                                     save_predictions)
+from reot_mm.evaluation.dump import DumpPredictions, attach_pre_logits
+from reot_mm.evaluation.dump_io import (DumpFormatError, load_predictions,
+                                        save_predictions)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'ce_resnet8_100e_digitslt.py')
@@ -60,6 +60,41 @@ def test_dump_predictions_round_trip(tmp_path, suffix):
     assert data['sample_idx'].tolist() == list(range(10, 17))
     torch.testing.assert_close(data['features'],
                                torch.arange(3.0) + torch.arange(7.0)[:, None])
+
+
+def test_dump_predictions_stores_class_counts_and_thresholds(tmp_path):
+    """Counts given explicitly, else from the MessageHub (ClassStatisticsHook
+    publishes them); thresholds (many, few) default to ShotAccuracy's."""
+    from mmengine.logging import MessageHub
+    from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY
+    samples, _ = _samples()
+    hub = MessageHub.get_current_instance()
+    hub.update_info(CLASS_COUNTS_INFO_KEY, [9.0, 7.0, 5.0, 3.0])
+    path = str(tmp_path / 'hub.npz')
+    metric = DumpPredictions(path)
+    metric.process(None, samples)
+    metric.evaluate(7)
+    data = load_predictions(path)
+    assert data['class_counts'].tolist() == [9.0, 7.0, 5.0, 3.0]
+    assert data['shot_thresholds'] == (100.0, 20.0)
+    path = str(tmp_path / 'explicit.pt')
+    metric = DumpPredictions(path, class_counts=[1, 2, 3, 4],
+                             shot_thresholds=(40, 10))
+    metric.process(None, samples)
+    metric.evaluate(7)
+    data = load_predictions(path)
+    assert data['class_counts'].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert data['shot_thresholds'] == (40.0, 10.0)
+    hub.update_info(CLASS_COUNTS_INFO_KEY, None)
+    path = str(tmp_path / 'none.npz')
+    metric = DumpPredictions(path)
+    metric.process(None, samples)
+    metric.evaluate(7)
+    assert load_predictions(path)['class_counts'] is None
+    with pytest.raises(ValueError, match='few <= many'):
+        DumpPredictions(path, shot_thresholds=(10, 40))
+    with pytest.raises(DumpFormatError, match=r'class_counts must be \(3,\)'):
+        load_predictions(_compact(tmp_path, class_counts=np.ones(2)))
 
 
 def test_dump_predictions_bad_input(tmp_path):
@@ -248,3 +283,15 @@ def test_digits_dump_class_barycenters_and_posthoc(digits_dump, capsys):
     log = capsys.readouterr().out
     assert 'samples: 500  classes: 10  dump: compact' in log
     assert 'balanced:' in log
+    # the dump holds the training counts (ClassStatisticsHook) and the
+    # config's ShotAccuracy thresholds (digits-LT: many > 40, few < 10):
+    # logit adjustment needs no flag and reports every shot group
+    _load('posthoc').main([npz, '--method', 'la'])
+    log = capsys.readouterr().out
+    assert 'train counts: the dump; many > 40, few < 10' in log
+    for key in ('many', 'medium', 'few'):
+        assert f'{key:>9}: ' in log, log
+    with np.load(npz) as dump:
+        assert dump['shot_thresholds'].tolist() == [40.0, 10.0]
+        counts = dump['class_counts']
+    assert counts.shape == (10, ) and counts.sum() > 100

@@ -171,7 +171,7 @@ def test_bad_inputs(files, capsys):
 def test_compact_and_pickle_dumps_give_the_same_result(files, capsys):
     """The fast path (.npz / .pt from DumpPredictions) and the upstream
     pickle hold the same predictions: identical metrics and refined dump."""
-    from reot_mm.evaluation.dump import load_predictions, save_predictions
+    from reot_mm.evaluation.dump_io import load_predictions, save_predictions
     tmp, dump, counts = files
     data = load_predictions(dump)
     logs = {}
@@ -203,7 +203,7 @@ def test_compact_and_pickle_dumps_give_the_same_result(files, capsys):
 
 def test_bad_compact_dump_and_out_suffix(files, capsys):
     tmp, dump, _ = files
-    from reot_mm.evaluation.dump import save_predictions
+    from reot_mm.evaluation.dump_io import save_predictions
     bad = str(tmp / 'bad.npz')
     save_predictions(bad, {'pred_score': torch.ones(3, K).numpy() / K})
     assert 'missing key gt_label' in run_main(capsys, bad, ok=False)
@@ -269,7 +269,7 @@ def seg_files(tmp_path_factory):
 def test_seg_scores_equal_mmseg_iou_metric():
     """aAcc / mIoU / mAcc from the confusion matrix = mmseg's IoUMetric."""
     from mmseg.evaluation import IoUMetric
-    from reot_mm.evaluation.dump import seg_confusion, seg_scores
+    from reot_mm.evaluation.seg_dump import seg_confusion, seg_scores
     samples = _seg_samples(n_images=3, seed=5)
     metric = IoUMetric()
     metric.dataset_meta = {'classes': tuple('abcd')}
@@ -387,3 +387,146 @@ def _short_counts(tmp):
     with open(path, 'w') as handle:
         json.dump([1, 2, 3], handle)
     return path
+
+
+# ------------------------------------- class counts travel with the dump
+def _compact_with_counts(tmp, name, counts=COUNTS, thresholds=(100, 20)):
+    from reot_mm.evaluation.dump_io import save_predictions
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(600) % K
+    logits = torch.randn(600, K, generator=g)
+    logits[torch.arange(600), y] += 2.0
+    logits += torch.tensor(COUNTS, dtype=torch.float32).log()
+    arrays = {'pred_score': torch.softmax(logits, 1).numpy(),
+              'gt_label': y.numpy()}
+    if counts is not None:
+        arrays['class_counts'] = torch.tensor(counts).double().numpy()
+    if thresholds is not None:
+        arrays['shot_thresholds'] = torch.tensor(thresholds).double().numpy()
+    path = str(tmp / name)
+    save_predictions(path, arrays)
+    return path
+
+
+def _groups(log):
+    return {key for key in ('many', 'medium', 'few')
+            if re.search(rf'^\s*{key}:', log, re.M)}
+
+
+def test_la_without_flags_takes_counts_and_thresholds_from_the_dump(
+        tmp_path, capsys):
+    """A dump with class_counts / shot_thresholds needs no --train-counts;
+    its thresholds group the classes (ShotAccuracy's rule: many > t_many,
+    few < t_few) unless --many-thr / --few-thr override them."""
+    dump = _compact_with_counts(tmp_path, 'counted.npz')
+    log = run_main(capsys, dump, '--method', 'la')
+    assert 'train counts: the dump; many > 100, few < 20' in log
+    assert _groups(log) == {'many', 'medium', 'few'}
+    before, after = _value(log, 'few')
+    assert after > before
+    # thresholds 10 / 1: every class is many-shot except the one with 5
+    dump = _compact_with_counts(tmp_path, 'thr.npz', thresholds=(10, 1))
+    log = run_main(capsys, dump, '--method', 'la')
+    assert 'many > 10, few < 1' in log and _groups(log) == {'many', 'medium'}
+    log = run_main(capsys, dump, '--method', 'la', '--many-thr', '1000',
+                   '--few-thr', '100')
+    assert 'many > 1000, few < 100' in log
+    assert _groups(log) == {'medium', 'few'}
+    # without counts in the dump: no groups, and la says what it needs
+    bare = _compact_with_counts(tmp_path, 'bare.npz', counts=None,
+                                thresholds=None)
+    log = run_main(capsys, bare, '--method', 'ot')
+    assert 'train counts: none' in log and _groups(log) == set()
+    assert 'needs --train-counts' in run_main(capsys, bare, '--method', 'la',
+                                              ok=False)
+
+
+def test_train_counts_from_a_checkpoint(tmp_path, capsys):
+    """--train-counts epoch_N.pth reads checkpoint['meta'] with
+    torch.load(weights_only=True); it wins over the dump's counts."""
+    dump = _compact_with_counts(tmp_path, 'counted.npz',
+                                counts=[1, 1, 1, 1, 1, 1])
+    ckpt = str(tmp_path / 'epoch_3.pth')
+    torch.save({'meta': {'reot_mm_class_counts': COUNTS, 'epoch': 3},
+                'state_dict': {'w': torch.ones(2)}}, ckpt)
+    log = run_main(capsys, dump, '--method', 'la', '--train-counts', ckpt)
+    assert f'train counts: {ckpt}; many > 100' in log
+    assert _groups(log) == {'many', 'medium', 'few'}
+    without = str(tmp_path / 'no_meta.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}}, without)
+    log = run_main(capsys, dump, '--train-counts', without, ok=False)
+    assert "has no meta['reot_mm_class_counts']" in log
+    # a checkpoint that would run code is refused, not executed
+    evil = str(tmp_path / 'evil.pth')
+    torch.save({'meta': {'reot_mm_class_counts': COUNTS},
+                'x': _RunsCode()}, evil)
+    log = run_main(capsys, dump, '--train-counts', evil, ok=False)
+    assert 'not a readable checkpoint' in log
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ('ran code',))
+
+
+def test_pickle_dump_takes_counts_from_its_side_file(files, capsys):
+    from reot_mm.evaluation.dump_io import meta_path, write_dump_meta
+    tmp, dump, _ = files
+    copy = str(tmp / 'with_meta.pkl')
+    with open(dump, 'rb') as src, open(copy, 'wb') as dst:
+        dst.write(src.read())
+    write_dump_meta(meta_path(copy), COUNTS, (100, 20))
+    log = run_main(capsys, copy, '--method', 'la')
+    assert 'train counts: the dump; many > 100, few < 20' in log
+    assert _groups(log) == {'many', 'medium', 'few'}
+
+
+def _truncated(path, tmp, name):
+    data = open(path, 'rb').read()
+    out = tmp / name
+    out.write_bytes(data[:len(data) // 2])
+    return str(out)
+
+
+def test_unreadable_dumps_give_a_short_error_naming_the_file(tmp_path, capsys):
+    """Empty, truncated and garbage files: one 'error:' line naming the file
+    and what was expected, exit status != 0, no traceback and no numpy
+    advice about allow_pickle."""
+    good = _compact_with_counts(tmp_path, 'good.npz')
+    (tmp_path / 'empty.npz').write_bytes(b'')
+    (tmp_path / 'garbage.npz').write_bytes(b'this is not an archive\n' * 9)
+    (tmp_path / 'empty.pkl').write_bytes(b'')
+    (tmp_path / 'garbage.pt').write_bytes(b'\x00\x01garbage' * 20)
+    pkl = str(tmp_path / 'good.pkl')
+    with open(pkl, 'wb') as handle:
+        pickle.dump([{'pred_score': torch.ones(K) / K,
+                      'gt_label': torch.tensor([0])}] * 50, handle)
+    cases = {
+        str(tmp_path / 'empty.npz'): 'empty file',
+        _truncated(good, tmp_path, 'cut.npz'): 'not a readable .npz',
+        str(tmp_path / 'garbage.npz'): 'not a readable .npz',
+        str(tmp_path / 'empty.pkl'): 'empty file',
+        _truncated(pkl, tmp_path, 'cut.pkl'): 'not a readable pickle',
+        str(tmp_path / 'garbage.pt'): 'not a readable .pt',
+    }
+    for path, reason in cases.items():
+        log = run_main(capsys, path, ok=False)
+        assert f'error: {path}: {reason}' in log, log
+        assert 'expected' in log and 'allow_pickle' not in log, log
+        assert 'Traceback' not in log and len(log) < 400, log
+    # the same through a real process: exit status and stderr
+    out = run_tool(str(tmp_path / 'cut.npz'), ok=False)
+    assert 'not a readable .npz archive' in out and 'Traceback' not in out
+
+
+def test_every_option_has_help_and_shows_its_default():
+    parser = _load_tool().build_parser()
+    options = parser.format_help().split('options:', 1)[1]
+    for action in parser._actions:
+        if not action.option_strings or action.dest == 'help':
+            continue
+        assert action.help, action.dest
+        # the option's entry: from its line to the next option's line
+        entry = re.search(rf'^  {action.option_strings[-1]}\b.*?(?=^  -|\Z)',
+                          options, re.M | re.S)
+        assert entry and '(default:' in entry.group(0), action.dest

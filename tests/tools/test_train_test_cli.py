@@ -44,3 +44,11 @@ def test_train_resume_and_test_with_dump(tmp_path):
     assert len(predictions) == 500  # balanced test split, 50 per class
     assert predictions[0]['pred_score'].shape == (10, )
     assert {'gt_label', 'pred_label'} <= set(predictions[0])
+    # the pickle cannot hold the training counts: they and the config's
+    # ShotAccuracy thresholds lie next to it, and tools/posthoc.py takes
+    # them from there (logit adjustment with no flag prints every group)
+    assert osp.isfile(out + '.counts.json')
+    log = run_tool(osp.join(ROOT, 'tools', 'posthoc.py'), out, '--method', 'la')
+    assert 'train counts: the dump; many > 40, few < 10' in log
+    for key in ('many', 'medium', 'few'):
+        assert f'{key:>9}: ' in log, log

@@ -25,6 +25,7 @@ from mmpretrain.structures import DataSample
 
 from reot_mm.counts_file import load_counts_file
 from reot_mm.losses import priors
+from reot_mm.losses.class_counts import CountAwareModule
 from reot_mm.ot.checks import (check_choice, check_iteration_args,
                                check_positive, check_positive_int)
 from reot_mm.ot.test_prior import (CALIBRATION_PRIORS, check_em_smoothing,
@@ -84,7 +85,7 @@ def check_sinkhorn_cfg(sinkhorn_cfg: Optional[dict],
     return cfg
 
 
-class SinkhornInferenceMixin:
+class SinkhornInferenceMixin(CountAwareModule):
     """Adds ``sinkhorn_cfg`` to an mmpretrain ``ClsHead`` subclass.
 
     Put it first in the bases (``class H(SinkhornInferenceMixin, SomeHead)``)
@@ -97,8 +98,8 @@ class SinkhornInferenceMixin:
     ``Accuracy`` (which reads ``pred_score``) sees the Sinkhorn predictions.
 
     The training counts for ``target_prior='estimated'`` come from
-    ``sinkhorn_cfg.class_counts`` or from ``ClassStatisticsHook``, which calls
-    :meth:`set_class_counts` on every module that has it. They are kept in a
+    ``sinkhorn_cfg.class_counts`` or from ``ClassStatisticsHook``, which gives
+    them to every :class:`CountAwareModule`. They are kept in a
     non-persistent buffer: the hook re-sets them at every run (and restores
     them from the checkpoint's meta), and checkpoints stay loadable into the
     plain upstream head.
@@ -109,17 +110,17 @@ class SinkhornInferenceMixin:
                                                self.num_classes)
         counts = None if self.sinkhorn_cfg is None \
             else self.sinkhorn_cfg.pop('class_counts')
-        self.register_buffer(
-            'sinkhorn_class_counts',
-            torch.zeros(0, dtype=torch.float64) if counts is None else counts,
-            persistent=False)
+        self.init_class_counts(counts, num_classes=self.num_classes,
+                               persistent=False)
         self._warned_small_batch = False
 
-    def set_class_counts(self, class_counts) -> None:
-        """Training counts for ``target_prior='estimated'`` (from the hook)."""
-        counts = priors.validate_class_counts(class_counts, self.num_classes)
-        self.sinkhorn_class_counts = counts.to(
-            self.sinkhorn_class_counts.device)
+    @property
+    def needs_class_counts(self) -> bool:
+        """Only the EM under the training prior uses the counts."""
+        cfg = self.sinkhorn_cfg
+        return cfg is not None and isinstance(cfg['target_prior'], str) \
+            and cfg['target_prior'] == 'estimated' \
+            and cfg['calibration_prior'] == 'train'
 
     def _get_predictions(self, cls_score: torch.Tensor,
                          data_samples: Optional[List] = None) -> List:
@@ -134,10 +135,10 @@ class SinkhornInferenceMixin:
                 f'{cls_score.shape[1]} classes: the batch cannot follow the '
                 'column marginal b; use a larger (shuffled) test batch or '
                 'SinkhornInferenceMetric over the whole test set')
-        counts = self.sinkhorn_class_counts
         target_prior = resolve_target_prior(
             cfg['target_prior'], cls_score,
-            counts if counts.numel() else None, cfg['em_iter'],
+            self.class_counts if self.has_class_counts else None,
+            cfg['em_iter'],
             'sinkhorn_cfg.target_prior', cfg['calibration_prior'],
             cfg['em_smoothing'])
         result = sinkhorn_prediction(
