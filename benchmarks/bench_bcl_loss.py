@@ -6,7 +6,14 @@ prototypes. The SupCon reference below is the straightforward formulation
 (Khosla et al. 2020, as in the public SupConLoss): one (2B, 2B) similarity
 matrix, masks, exp, log, mean over positives. Target: BCL / SupCon <= 2.
 
+With ``--resnet50-batch N`` the same run also times one ResNet-50 forward +
+backward at batch N, 224 x 224, 1000 classes (torchvision), and prints each
+loss as a share of that training step: the size against which a special
+kernel for the loss would have to earn its place (a fused autograd
+denominator for Eq. 9 was removed after saving 0.05 % of such a step).
+
     python benchmarks/bench_bcl_loss.py [--repeats 30] [--threads N]
+        [--resnet50-batch 16]
 
 On a shared CPU use --threads 1: with every core busy elsewhere each
 multi-threaded op waits for a time slice (~8 ms here), which then measures the
@@ -40,8 +47,8 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor,
     return -mean_log_prob_pos.mean()
 
 
-def timed(step, repeats):
-    for _ in range(3):
+def timed(step, repeats, warmup=3):
+    for _ in range(warmup):
         step()
     samples = []
     for _ in range(repeats):
@@ -49,6 +56,24 @@ def timed(step, repeats):
         step()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def resnet50_step_ms(args, device, sync) -> float:
+    """Median ms of one ResNet-50 forward + backward (cross-entropy)."""
+    import torchvision
+    generator = torch.Generator().manual_seed(0)
+    model = torchvision.models.resnet50(num_classes=1000).to(device)
+    images = torch.randn(args.resnet50_batch, 3, 224, 224,
+                         generator=generator).to(device)
+    labels = torch.randint(1000, (args.resnet50_batch, ),
+                           generator=generator).to(device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        sync()
+
+    return timed(step, 3, warmup=1) * 1e3
 
 
 def main():
@@ -59,6 +84,9 @@ def main():
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--resnet50-batch', type=int, default=0,
+                        help='also time a ResNet-50 training step at this '
+                        'batch size (0: off)')
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,7 +94,13 @@ def main():
     sync = (torch.cuda.synchronize if device.type == 'cuda' else lambda: None)
     print(f'B={args.batch} x 2 views, D={args.dim}, device={device}, '
           f'threads={torch.get_num_threads()}, median of {args.repeats}')
-    print(f"{'C':>6} {'SupCon ms':>11} {'BCL ms':>9} {'ratio':>7}")
+    step_ms = resnet50_step_ms(args, device, sync) if args.resnet50_batch \
+        else None
+    if step_ms is not None:
+        print(f'ResNet-50 forward + backward, batch {args.resnet50_batch}, '
+              f'224x224: {step_ms:.0f} ms')
+    print(f"{'C':>6} {'SupCon ms':>11} {'BCL ms':>9} {'ratio':>7}"
+          + ('' if step_ms is None else f" {'BCL/step':>9}"))
     for num_classes in args.classes:
         generator = torch.Generator().manual_seed(0)
         # long-tailed labels: exponential profile over the classes
@@ -93,7 +127,8 @@ def main():
             supcon_ms.append(timed(step_supcon, args.repeats // 3) * 1e3)
             bcl_ms.append(timed(step_bcl, args.repeats // 3) * 1e3)
         s, b = statistics.median(supcon_ms), statistics.median(bcl_ms)
-        print(f'{num_classes:>6} {s:>11.2f} {b:>9.2f} {b / s:>7.2f}')
+        share = '' if step_ms is None else f' {b / step_ms:>8.2%}'
+        print(f'{num_classes:>6} {s:>11.2f} {b:>9.2f} {b / s:>7.2f}{share}')
 
 
 if __name__ == '__main__':

@@ -89,25 +89,30 @@ def _log_denominator(z, labels, protos, counts, anchors, anchor_labels,
     candidates k ≠ i; without class-averaging (SupCon) the weights are 1.
     """
     scaled = anchors * inv_tau
-    sims = scaled @ z.t()                                  # (A, N)
     if class_averaging:
         log_counts = counts.log()
         own_count = counts.index_select(0, anchor_labels)
-        # s_ik − log n_{y_k}; same-class candidates over n_y − 1, not n_y
-        sims = sims - log_counts.index_select(0, labels)
+        # s_ik − log n_{y_k} (addmm writes the bias with the product) ...
+        sims = torch.addmm(log_counts.index_select(0, labels).neg()[None, :],
+                           scaled, z.t())                 # (A, N)
+        # ... and same-class candidates over n_y − 1, not n_y
         own_shift = log_counts.index_select(0, anchor_labels) - (
             own_count - 1).clamp(min=1).log()
         same = anchor_labels[:, None] == labels[None, :]
-        sims = sims + torch.where(same, own_shift[:, None], 0.0)
+        sims = sims.add_(same * own_shift[:, None])
+    else:
+        sims = scaled @ z.t()
     # k ≠ i: the anchors' own columns
     sims[:, anchor_offset:anchor_offset + num_anchors].diagonal().fill_(
         float('-inf'))
     log_denominator = torch.logsumexp(sims, dim=1)
     if protos is None:
         return log_denominator
-    proto_sims = scaled @ protos.t()                       # (A, C)
     if class_averaging:
-        proto_sims = proto_sims - log_counts
+        proto_sims = torch.addmm(log_counts.neg()[None, :], scaled,
+                                 protos.t())              # (A, C)
+    else:
+        proto_sims = scaled @ protos.t()
     log_proto = torch.logsumexp(proto_sims, dim=1)
     if class_averaging:
         # c_y weighs 1/(n_y − 1) = 1/n_y + 1/(n_y·(n_y − 1)): add the
