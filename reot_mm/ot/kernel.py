@@ -115,18 +115,20 @@ def plan_marginal_error(blocks: KernelBlocks, f: torch.Tensor,
                         out_dtype) -> torch.Tensor:
     """L1 marginal error of ``P = exp(log K + f ⊕ g)`` as returned to users.
 
-    Each block of log P is computed in ``blocks.dtype`` (the dtype of f and
-    g), rounded to ``out_dtype`` (the dtype ``log_plan()`` returns) and
-    exponentiated; the row and column sums accumulate in fp64. Returns the
-    (B,) error ``|P 1 - a|_1 (+ |P^T 1 - b|_1 when b is given)``.
+    Each block of P is computed in ``blocks.dtype`` (the dtype of f and g)
+    and rounded to ``out_dtype`` (the dtype ``plan()`` returns), as
+    ``SinkhornResult.plan()`` does; the row and column sums accumulate in
+    fp64. Returns the (B,) error ``|P 1 - a|_1 (+ |P^T 1 - b|_1 when b is
+    given)``.
     """
     nb, n, m = blocks.cost.shape
     device = blocks.cost.device
     rows = torch.empty(nb, n, dtype=torch.float64, device=device)
     cols = torch.zeros(nb, m, dtype=torch.float64, device=device)
     for start, stop in blocks.rows:
-        part = blocks.block(start, stop, row_add=f, col_add=g)
-        part = part.to(out_dtype).exp_()
+        # as SinkhornResult.plan(): exp in the potentials' dtype, P rounded
+        part = blocks.block(start, stop, row_add=f, col_add=g).exp_()
+        part = part.to(out_dtype)
         rows[:, start:stop] = part.sum(-1, dtype=torch.float64)
         if b is not None:
             cols.add_(part.sum(-2, dtype=torch.float64))

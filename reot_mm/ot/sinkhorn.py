@@ -92,7 +92,8 @@ def reot_sinkhorn(cost: torch.Tensor,
         constraints: ``'ab'`` for U(a, b); ``'a'`` for the relaxation U(a)
             (RE-OT Eq. 16): closed form, ``P_ij = a_i softmax_j(log K_ij)``
             (memory: log K, n x m).
-        max_iter: maximum number of full (row + column) iterations.
+        max_iter: maximum number of full (row + column) iterations; an
+            fp32 problem finished in fp64 may add up to ``check_every``.
         tol: the returned plan must have an L1 marginal error below ``tol``
             for every problem of the batch (``converged``).
         check_every: check the marginal error every this many iterations.

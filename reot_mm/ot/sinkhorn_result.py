@@ -59,6 +59,15 @@ class SinkhornResult:
         are constants. Without autograd the n x m output is the only n x m
         tensor made.
         """
+        return self._combine(exp=False)
+
+    def plan(self) -> torch.Tensor:
+        """P = exp(log P), shape of the cost: the plan ``marginal_error``
+        and ``converged`` describe. With ``potentials_fp64`` the exponent is
+        taken in fp64 and P rounded to the working dtype."""
+        return self._combine(exp=True)
+
+    def _combine(self, exp: bool) -> torch.Tensor:
         out_dtype = self.f.dtype
         f, g = self.potentials_fp64 or (self.f, self.g)
         dtype = f.dtype
@@ -68,9 +77,10 @@ class SinkhornResult:
             out = log_kernel(self.cost.to(dtype), self.epsilon,
                              self.log_prior)
             out = out + f.unsqueeze(-1) + g.unsqueeze(-2)
+            out = out.exp() if exp else out
             return out if self.potentials_fp64 is None else out.to(out_dtype)
         if dtype != out_dtype:
-            return self._log_plan_in_blocks(f, g, out_dtype)
+            return self._combine_in_blocks(f, g, out_dtype, exp)
         # no autograd: build the output in place (one n x m tensor, no
         # temporaries); the same operations in the same order as above
         if self.cost.dtype == dtype:
@@ -79,15 +89,12 @@ class SinkhornResult:
             out = self.cost.to(dtype, copy=True).mul_(-1.0 / self.epsilon)
         if self.log_prior is not None:
             out.add_(self.log_prior)
-        return out.add_(f.unsqueeze(-1)).add_(g.unsqueeze(-2))
+        out.add_(f.unsqueeze(-1)).add_(g.unsqueeze(-2))
+        return out.exp_() if exp else out
 
-    def plan(self) -> torch.Tensor:
-        """P = exp(log P), shape of the cost."""
-        log_p = self.log_plan()
-        return log_p.exp() if log_p.requires_grad else log_p.exp_()
-
-    def _log_plan_in_blocks(self, f, g, out_dtype) -> torch.Tensor:
-        """log P computed in the dtype of (f, g), written to ``out_dtype``."""
+    def _combine_in_blocks(self, f, g, out_dtype, exp) -> torch.Tensor:
+        """log P (or P) computed in the dtype of (f, g), written to
+        ``out_dtype`` a block of rows at a time."""
         batched = self.cost.ndim == 3
         cost3 = self.cost if batched else self.cost.unsqueeze(0)
         f3, g3 = (f, g) if batched else (f.unsqueeze(0), g.unsqueeze(0))
@@ -95,8 +102,8 @@ class SinkhornResult:
         out = torch.empty(cost3.shape, dtype=out_dtype,
                           device=self.cost.device)
         for start, stop in blocks.rows:
-            out[:, start:stop] = blocks.block(start, stop, row_add=f3,
-                                              col_add=g3)
+            part = blocks.block(start, stop, row_add=f3, col_add=g3)
+            out[:, start:stop] = part.exp_() if exp else part
         return out if batched else out[0]
 
     def _needs_graph(self) -> bool:

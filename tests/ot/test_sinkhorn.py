@@ -413,7 +413,7 @@ def _large_allocations(fn, n, m, itemsize=4):
 
 
 def test_memory_at_most_one_n_by_m_temporary():
-    """Issue 3: no call makes more than one n x m temporary.
+    """No call makes more than one n x m temporary.
 
     buffer mode: exactly its kernel buffer; stream mode: none (row blocks of
     64 rows, also for the check of the returned plan); log_plan()/plan():
