@@ -121,7 +121,8 @@ def render(results):
         'tests that now reproduce each of them (selected by the file list and `-k`',
         'expression kept in `benchmarks/reliability_matrix.py`). Generated on '
         f'{now}, commit `{_git_commit()}`, Python {platform.python_version()}, '
-        f'{os.cpu_count()} CPU cores, OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}:',
+        f'{os.cpu_count()} CPU cores, '
+        f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}:',
         '',
         '```bash',
         'OMP_NUM_THREADS=1 python benchmarks/reliability_matrix.py',

@@ -27,8 +27,8 @@ entry points add ``custom_hooks = [dict(type='RandomStateHook')]``):
 Iteration-based loops (``IterBasedTrainLoop``) replay the data stream on
 resume (mmengine advances the DataLoader by the trained iterations), which
 reproduces the data generators; only torch's generators (dropout) are set
-back, at the first iteration. DataLoader worker processes are seeded by
-mmengine at their start (``seed + rank * num_workers + worker_id``): with
+back, at the first iteration, and only in one-process runs. DataLoader worker
+processes are seeded by mmengine at their start (``seed + rank * num_workers + worker_id``): with
 ``persistent_workers=False`` (new workers each epoch) a resumed epoch gets the
 same worker streams as the original one, while persistent workers continue
 their streams across epochs, which no checkpoint can hold; a resume then logs
@@ -127,10 +127,14 @@ class RandomStateHook(Hook):
             self._gathered = all_gather_object(capture_random_state())
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        if self._gathered is not None and self._epoch_based(runner):
+        if self._epoch_based(runner) and get_world_size() > 1:
             ranks = self._gathered
-        else:  # one process (or an iteration-based loop): this process's states
+        elif get_world_size() == 1:
             ranks = [capture_random_state()]
+        else:
+            # iteration-based and distributed: gathering at every iteration that
+            # might be saved costs a collective per step; not saved
+            return
         checkpoint.setdefault('meta', {})[META_KEY] = dict(
             epoch=runner.epoch + 1 if self._epoch_based(runner) else runner.epoch,
             world_size=get_world_size(), ranks=ranks)

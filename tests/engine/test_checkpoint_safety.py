@@ -3,7 +3,6 @@ checkpoint (reot_mm.engine.checkpoint_safety). The kill-and-resume runs of real
 ``tools/train.py`` processes are in test_resume.py."""
 import logging
 import os
-import pickle
 
 import mmengine  # noqa: F401  (reot_mm registers its fixes when mmengine is loaded)
 import pytest
@@ -12,7 +11,6 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import MMLogger
 
 import reot_mm.engine  # noqa: F401  (installs the fixes)
-from reot_mm.engine import checkpoint_safety
 from reot_mm.engine.checkpoint_safety import (atomic_save_checkpoint, checkpoint_problem,
                                               find_latest_intact_checkpoint)
 
@@ -20,8 +18,8 @@ pytestmark = pytest.mark.reliability
 
 
 def _write_checkpoint(path, value):
-    atomic_save_checkpoint({'meta': {'epoch': value}, 'state_dict': {'w': torch.full((64,), float(value))}},
-                           str(path))
+    atomic_save_checkpoint({'meta': {'epoch': value},
+                            'state_dict': {'w': torch.full((64,), float(value))}}, str(path))
 
 
 def _truncate(path, keep=0.5):
