@@ -16,7 +16,9 @@ own interpreter with ``PYTHONPATH`` pointing at that tree:
 * ``tools/posthoc.py --method la / ot / otlm`` on one generated compact dump
   (the refined dumps it writes are compared);
 * a 3-epoch digits demo (``tools/train.py`` with ``randomness.seed=0``) — the
-  final parameters and buffers.
+  final parameters and buffers; once as configured in each tree and once with
+  ``train_dataloader.drop_last=True`` in both, so that a config change of the
+  batches is told apart from a change of the numbers.
 
 Every array is compared to ``--tol`` (1e-6) in max abs difference. Prints one
 line per probe (probe, max abs diff, OK / DIFF / ERROR) and exits 1 when any
@@ -296,15 +298,19 @@ def tool_outputs(tree, folder, dump, counts, threads, demo):
             results[name] = {k: torch.from_numpy(np.asarray(data[k])).double()
                              for k in data.files if data[k].dtype.kind in 'fiub'}
     if demo:
-        work_dir = osp.join(folder, 'demo')
-        res = _run([sys.executable, 'tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
-                    '--cfg-options', 'train_cfg.max_epochs=3', 'randomness.seed=0'],
-                   tree, threads)
-        name = 'tools/train.py digits demo, 3 epochs: parameters'
-        checkpoint = osp.join(work_dir, 'epoch_3.pth')
-        if res.returncode != 0 or not osp.exists(checkpoint):
-            results[name] = {'__error__': _error(res)}
-        else:
+        # as configured, and with the data loader's drop_last pinned in both trees, which
+        # separates a change of the numbers from a change of the config's batches
+        variants = {'': [], ', drop_last=True in both': ['train_dataloader.drop_last=True']}
+        for index, (label, options) in enumerate(variants.items()):
+            work_dir = osp.join(folder, f'demo{index}')
+            res = _run([sys.executable, 'tools/train.py', DEMO_CONFIG, '--work-dir', work_dir,
+                        '--cfg-options', 'train_cfg.max_epochs=3', 'randomness.seed=0',
+                        *options], tree, threads)
+            name = f'tools/train.py digits demo, 3 epochs{label}: parameters'
+            checkpoint = osp.join(work_dir, 'epoch_3.pth')
+            if res.returncode != 0 or not osp.exists(checkpoint):
+                results[name] = {'__error__': _error(res)}
+                continue
             # our own file, written by mmengine a moment ago
             state = torch.load(checkpoint, map_location='cpu', weights_only=False)
             results[name] = {k: v.double() for k, v in state['state_dict'].items()
@@ -332,7 +338,7 @@ def compare(base, new, tol):
         if errors:
             rows.append((name, '; '.join(errors), 'ERROR'))
             continue
-        worst, notes = 0.0, []
+        worst, worst_key, notes = 0.0, '', []
         for key in dict.fromkeys([*old, *cur]):
             if key not in old or key not in cur:
                 notes.append(f'{key} only in {"base" if key in old else "this tree"}')
@@ -344,8 +350,12 @@ def compare(base, new, tol):
                 both_nan = old[key].isnan() & cur[key].isnan()
                 diff = torch.where(both_nan | (old[key] == cur[key]),
                                    torch.zeros_like(diff), diff)
-                worst = max(worst, float(diff.nan_to_num(float('inf')).max()))
+                largest = float(diff.nan_to_num(float('inf')).max())
+                if largest > worst:
+                    worst, worst_key = largest, key
         status = 'OK' if worst <= tol and not notes else 'DIFF'
+        if status == 'DIFF' and worst_key:
+            notes.insert(0, f'largest in {worst_key}')
         rows.append((name, f'{worst:.3e}' + (' ' + '; '.join(notes) if notes else ''),
                      status))
     return rows
