@@ -2,14 +2,11 @@
 
 Shi et al., Relative Entropic Optimal Transport: a (Prior-aware) Matching
 Perspective to (Unbalanced) Classification, NeurIPS 2023 (RE-OT below).
-Under U(a) the loss is Eq. 16 in closed form,
-
-    L_i = - Σ_j P̃_ij · log softmax_j( -C_ij/ε + log Q_ij ),
-
-computed by :func:`~reot_mm.losses.prior_cross_entropy.prior_shifted_cross_entropy`;
-under U(a, b) (``constraints='ab'``) log Q gains the column log-potentials g
-of the batch plan (Eq. 14, :func:`~reot_mm.losses.reot_loss_ab.inverse_reot_loss_ab`).
-Every row of RE-OT Table 1 is a choice of (P̃, C, Q, ε):
+Under U(a) the loss is Eq. 16, L_i = -Σ_j P̃_ij·log softmax_j(-C_ij/ε + log Q_ij)
+(:func:`~reot_mm.losses.prior_cross_entropy.prior_shifted_cross_entropy`);
+under U(a, b) log Q gains the column log-potentials of the batch plan (Eq. 14,
+:func:`~reot_mm.losses.reot_loss_ab.inverse_reot_loss_ab`). Every row of
+RE-OT Table 1 is a choice of (P̃, C, Q, ε):
 
 ============================  ===========================================
 Table 1 row                   config
@@ -24,11 +21,9 @@ Balanced Softmax              ``prior='class_ratio'`` (λ = 1)
 Ours (epoch-varying)          any class-wise ``prior`` + ``REOTPriorHook``
 ============================  ===========================================
 
-The cost C = c - l (``cost='logits'``) makes -C/ε = (l - c)/ε and the
-constant c cancels in the softmax, so it is not a parameter. The same U(a, b)
-problem solved at test time (RE-OT §5) is
-:func:`reot_mm.ot.test_time.sinkhorn_prediction`. RoIs and pixels go through
-the adapters ``REOTRoILoss`` and ``REOTPixelLoss``.
+With ``cost='logits'`` (C = c - l) the constant c cancels in the softmax.
+Test-time U(a, b) (RE-OT §5) is :func:`reot_mm.ot.test_time.sinkhorn_prediction`;
+RoIs and pixels go through the adapters ``REOTRoILoss`` / ``REOTPixelLoss``.
 """
 import math
 import warnings
@@ -39,7 +34,7 @@ from mmengine.registry import MODELS
 
 from reot_mm.losses import priors
 from reot_mm.losses.finite import raise_if_non_finite
-from reot_mm.losses.margins import cosine_with_margin
+from reot_mm.losses.margins import MARGIN_TYPES, cosine_with_margin
 from reot_mm.losses.prior_cross_entropy import (inverse_reot_loss,
                                                 prior_shifted_cross_entropy,
                                                 soft_labels)
@@ -49,15 +44,15 @@ from reot_mm.losses.reot_prior import PRIORS, REOTPriorModule
 from reot_mm.losses.utils import (at_least_fp32, check_choice, check_labels,
                                   check_soft_target, weight_reduce_loss)
 
-__all__ = ['REOTLoss', 'inverse_reot_loss']
-
-# names that lived here before the maths moved out, kept for their importers
-from reot_mm.losses.margins import cosine_with_margin  # noqa: E402,F401
-from reot_mm.losses.reot_loss_ab import (  # noqa: E402,F401
+# inverse_reot_loss, cosine_with_margin, check_class_distribution and
+# reot_column_potentials lived here before the maths moved out: kept for
+# their importers
+from reot_mm.losses.reot_loss_ab import (  # noqa: F401
     check_class_distribution, reot_column_potentials)
 
+__all__ = ['REOTLoss', 'inverse_reot_loss']
+
 COSTS = ('logits', 'cosine', 'distance')
-MARGIN_TYPES = (None, 'multiplicative', 'additive', 'cosine')
 SUPERVISIONS = ('label', 'focal', 'class_balanced')
 COLUMN_MARGINALS = ('prior', 'batch_ratio', 'class_ratio', 'uniform')
 #: what is wrong when the loss is NaN / inf but every input is finite
@@ -70,11 +65,9 @@ NON_FINITE_CAUSE = ('class_counts with a zero count and a tiny min_count, or '
 class REOTLoss(REOTPriorModule):
     """Inverse RE-OT loss (RE-OT Eq. 14/16), registered as ``REOTLoss``.
 
-    Drop-in for ``model.head.loss`` of any mmpretrain classification head
-    (called as ``loss(cls_score, target, avg_factor=B)`` with integer or soft
-    targets). Dense (B, C, *spatial) scores with ``ignore_index`` are accepted
-    too (rows are the positions); mmdet and mmseg heads use the adapters
-    ``REOTRoILoss`` / ``REOTPixelLoss``.
+    Drop-in for ``model.head.loss`` of mmpretrain heads (called as
+    ``loss(cls_score, target, avg_factor=B)``, integer or soft targets);
+    dense (B, C, *spatial) scores with ``ignore_index`` are rows too.
 
     Args:
         cost: ``'logits'`` — C = c - l from the head's logits (default);
@@ -93,10 +86,8 @@ class REOTLoss(REOTPriorModule):
             authors' code), ``'teacher'`` (r from a frozen teacher's
             predictions, passed as ``teacher_probs``; the teacher-student
             wrapper does this), ``'ldam'`` (Table 1 LDAM row; not scheduled).
-        prior_weight: λ of Eq. 15; 1 = a fixed prior r. ``REOTPriorHook``
-            overwrites it during training. A buffer (in checkpoints).
-        prior_power: element-wise exponent of Q (1.03 after t3 in the authors'
-            code); set by the hook; a buffer.
+        prior_weight: λ of Eq. 15 (1: a fixed r); set by ``REOTPriorHook``.
+        prior_power: exponent of Q (1.03 after t3 in the authors' code).
         interpolation_gamma: γ of Eq. 37 (the authors' ``lamb``).
         sample_wise_g: g of the sample-wise prior (1 → Eq. 38).
         sample_wise_base: r that the sample-wise prior multiplies:
@@ -112,11 +103,10 @@ class REOTLoss(REOTPriorModule):
         cb_normalize: rescale class-balanced weights to sum to C.
         ldam_max_margin: LDAM's largest margin (in logit units before 1/ε).
         ldam_power: LDAM's exponent (1/4).
-        class_counts: per-class training counts, or None (then
-            ``ClassStatisticsHook`` fills them). Raw counts, a buffer.
+        class_counts: raw per-class training counts (a buffer), or None
+            (``ClassStatisticsHook`` fills them).
         num_classes: expected number of classes (validates counts and scores).
-        min_count: pseudo-count for classes with zero samples where the prior
-            is formed (warned when the counts are set).
+        min_count: pseudo-count of empty classes where the prior is formed.
         reduction: 'mean' | 'sum' | 'none'.
         loss_weight: multiplier of the loss.
         loss_name: key under which OpenMMLab dense heads log the loss.
@@ -133,12 +123,9 @@ class REOTLoss(REOTPriorModule):
             ``'uniform'``. b with mass on a class whose Q is zero for every
             row is infeasible and raises; ``'prior'`` is undefined for
             ``prior='ldam'``.
-        sinkhorn_grad: ``'implicit'`` (default; memory: log K and P plus a
-            C' x C' solve) or ``'unrolled'`` (autograd through every
-            iteration).
-        sinkhorn_max_iter: Sinkhorn iterations at most (``'ab'``).
-        sinkhorn_tol: stop at this L1 marginal error of the batch plan; the
-            first non-converged batch warns with the achieved error.
+        sinkhorn_grad: ``'implicit'`` (default) or ``'unrolled'``.
+        sinkhorn_max_iter, sinkhorn_tol: Sinkhorn stopping rule (L1
+            marginal error); the first non-converged batch warns once.
     """
 
     def __init__(self,

@@ -22,21 +22,16 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
-def _select(model: torch.nn.Module, base: type, method: str) -> list:
-    # Modules written before the CountAwareModule contract are still found
-    # by their method (duck typing) until every one subclasses the base.
-    return [m for m in unwrap_model(model).modules()
-            if isinstance(m, base) or callable(getattr(m, method, None))]
-
-
 def count_aware_modules(model: torch.nn.Module) -> list:
     """Every sub-module that takes the class counts (``CountAwareModule``)."""
-    return _select(model, CountAwareModule, 'set_class_counts')
+    return [m for m in unwrap_model(model).modules()
+            if isinstance(m, CountAwareModule)]
 
 
 def scheduled_prior_modules(model: torch.nn.Module) -> list:
     """Every sub-module whose prior follows λ(t) (``ScheduledPriorModule``)."""
-    return _select(model, ScheduledPriorModule, 'set_prior_schedule')
+    return [m for m in unwrap_model(model).modules()
+            if isinstance(m, ScheduledPriorModule)]
 
 
 def modules_with(model: torch.nn.Module, method: str) -> list:
