@@ -1,5 +1,7 @@
 """Post-hoc correction of a prediction dump (logit adjustment, OT, OTLM).
 
+Extras: ``pip install reot_mm[posthoc]`` for ``--method otlm`` (tqdm progress bar).
+
 Classification (``--task cls``): reads ``tools/test.py --out`` dumps, either
 the compact ``preds.npz`` / ``preds.pt`` (``DumpPredictions``: stacked
 arrays, fast) or the upstream pickle ``preds.pkl`` (per-sample dicts with
@@ -36,7 +38,6 @@ post-hoc OT of ``softmax(Φ W)`` on the rest). ``--mu``: ``uniform``, ``em``
 training prior) or a counts / probability file.
 """
 import argparse
-import json
 import os.path as osp
 import pickle
 import sys
@@ -45,12 +46,14 @@ import time
 import torch
 
 from reot_mm.counts_file import load_counts_file
-from reot_mm.engine.compat import safe_checkpoint_globals
+from reot_mm.engine.checkpoint_counts import (is_torch_checkpoint,
+                                              read_checkpoint_counts)
 from reot_mm.evaluation.dump_io import (COMPACT_SUFFIXES, PICKLE_SUFFIXES,
                                         DumpFormatError, load_predictions,
-                                        meta_path, read_dump_meta,
-                                        read_pickle, save_predictions)
-from reot_mm.evaluation.seg_dump import load_seg_dump, seg_confusion, seg_scores
+                                        read_pickle, read_side_meta,
+                                        save_predictions)
+from reot_mm.evaluation.seg_dump import (apply_pixel_map, load_seg_dump,
+                                         sample_pixels, seg_scores)
 from reot_mm.evaluation.shot_metric import (DEFAULT_FEW_THRESHOLD,
                                             DEFAULT_MANY_THRESHOLD,
                                             shot_accuracies)
@@ -59,10 +62,6 @@ from reot_mm.ot.otlm import apply_otlm, fit_otlm
 from reot_mm.ot.test_prior import check_em_smoothing, estimate_test_prior_em
 from reot_mm.ot.test_time import (kl_divergence, logit_adjustment,
                                   refined_marginal, sinkhorn_prediction)
-
-#: checkpoint meta key of the training counts (ClassStatisticsHook)
-CHECKPOINT_COUNTS_KEY = 'reot_mm_class_counts'
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -77,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ' otlm: OT with a learned linear cost (OTLM Eq. 12)')
     p.add_argument('--train-counts', help='per-class training counts: a '
                    "checkpoint (.pth; checkpoint['meta']"
-                   f"['{CHECKPOINT_COUNTS_KEY}']) or a counts file (JSON "
+                   "['reot_mm_class_counts']) or a counts file (JSON "
                    'list, {"class_counts": [...]} or text numbers; pixel '
                    'counts for seg). Default (None): the counts stored in '
                    'the dump (tools/test.py --out writes them); needed for '
@@ -156,52 +155,13 @@ def _check_counts(values, k, name, source):
     return values
 
 
-def _is_checkpoint(path) -> bool:
-    """A torch checkpoint: a zip archive (torch >= 1.6) or a raw pickle."""
-    with open(path, 'rb') as handle:
-        head = handle.read(2)
-    return head == b'PK' or head[:1] == b'\x80'
-
-
-def _checkpoint_counts(path):
-    """Training counts stored by ClassStatisticsHook in a checkpoint's meta.
-
-    Read with ``weights_only=True`` and the checkpoint allow-list of
-    :mod:`reot_mm.engine.compat` (a checkpoint never runs code here).
-    """
-    try:
-        with safe_checkpoint_globals():
-            checkpoint = torch.load(path, map_location='cpu',
-                                    weights_only=True)
-    except Exception as error:  # noqa: BLE001 (torch raises many types)
-        reason = (str(error).strip().splitlines() or [''])[0][:160]
-        raise ValueError(f'--train-counts {path!r}: not a readable checkpoint '
-                         f'({type(error).__name__}: {reason})') from None
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    if not isinstance(meta, dict) or meta.get(CHECKPOINT_COUNTS_KEY) is None:
-        raise ValueError(
-            f"--train-counts {path!r}: the checkpoint has no meta"
-            f"['{CHECKPOINT_COUNTS_KEY}'] (ClassStatisticsHook writes it "
-            'while training); give a counts file instead')
-    return meta[CHECKPOINT_COUNTS_KEY]
-
-
 def load_train_counts(path, k, name='--train-counts'):
     """(K,) float64 counts from a checkpoint or a counts file."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'{name} {path!r} does not exist')
-    values = _checkpoint_counts(path) if _is_checkpoint(path) \
+    values = read_checkpoint_counts(path, name) if is_torch_checkpoint(path) \
         else load_counts_file(path, name)
     return _check_counts(values, k, name, path)
-
-
-def _read_json(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except ValueError as error:
-        raise ValueError(f'{path}: not a JSON record of class counts '
-                         f'({error})') from None
 
 
 def _load_distribution(path, k, name):
@@ -383,34 +343,12 @@ def _write_cls(out, data, probs, pred, eval_idx):
 
 
 # -------------------------------------------------------------- per pixel
-def sample_pixels(images, per_image, ignore_index, seed):
-    """(S, C) logits of up to ``per_image`` labelled pixels per image.
-
-    Pixels are drawn uniformly without replacement among those whose label
-    is not ``ignore_index`` (the mask is the only use of the annotation: the
-    labels themselves are not read), with one seeded generator over the
-    images in dump order.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
-    for image in images:
-        valid = (image['gt'].reshape(-1) != ignore_index).nonzero()[:, 0]
-        take = valid[torch.randperm(valid.numel(),
-                                    generator=gen)[:per_image]]
-        rows.append(image['logits'].reshape(image['logits'].shape[0],
-                                            -1)[:, take].T)
-    return torch.cat(rows)
-
-
 def run_seg(args, path, objects=None):
     t0 = time.perf_counter()
     images = load_seg_dump(path, args.ignore_index, objects=objects)
     c = images[0]['logits'].shape[0]
-    side = meta_path(path)
-    side_counts = None
-    if not args.train_counts and osp.isfile(side):
-        side_counts = read_dump_meta(_read_json(side), c, side)['class_counts']
-    counts, _ = resolve_counts(args, side_counts, c)
+    counts, _ = resolve_counts(args, read_side_meta(path, c)['class_counts'],
+                               c)
     if args.method == 'la' and counts is None:
         raise ValueError('--method la needs --train-counts (pixel counts)')
     if args.method == 'otlm' and args.fit_split < 1:
@@ -450,20 +388,8 @@ def run_seg(args, path, objects=None):
         weight = fit.W.float()
         delta, probs = (args.lam * res.g).float(), res.probs
 
-    conf_before = torch.zeros(c, c, dtype=torch.long)
-    conf_after = torch.zeros(c, c, dtype=torch.long)
-    refined = []
-    for image in images:
-        z = image['logits']
-        if weight is not None:
-            z = torch.einsum('chw,cd->dhw', z, weight)
-        pred = (z + delta[:, None, None]).argmax(0)
-        conf_before += seg_confusion(image['logits'].argmax(0), image['gt'],
-                                     c, args.ignore_index)
-        conf_after += seg_confusion(pred, image['gt'], c, args.ignore_index)
-        if args.out:
-            refined.append({'img_path': image['img_path'],
-                            'pred_sem_seg': {'data': pred[None].clone()}})
+    conf_before, conf_after, refined = apply_pixel_map(
+        images, weight, delta, args.ignore_index, keep_maps=bool(args.out))
     before, after = seg_scores(conf_before), seg_scores(conf_after)
     print(f'method: {args.method}  images: {len(images)}  classes: {c}  '
           f'fitted on {logits.shape[0]} sampled pixels '

@@ -29,8 +29,8 @@ from reot_mm.evaluation.safe_pickle import safe_pickle_load
 
 __all__ = [
     'COMPACT_SUFFIXES', 'PICKLE_SUFFIXES', 'DumpFormatError', 'load_predictions',
-    'meta_path', 'read_dump_meta', 'read_pickle', 'save_predictions',
-    'write_dump_meta'
+    'meta_path', 'read_dump_meta', 'read_pickle', 'read_side_meta',
+    'save_predictions', 'write_dump_meta'
 ]
 
 #: file suffixes of the compact format
@@ -138,6 +138,24 @@ def read_dump_meta(raw: dict, num_classes: int, path: str) -> dict:
     return {'class_counts': counts, 'shot_thresholds': thresholds}
 
 
+def read_side_meta(dump_path: str, num_classes: int) -> dict:
+    """:func:`read_dump_meta` of the side file of a pickle dump (all None
+    when there is no :func:`meta_path` file)."""
+    side = meta_path(dump_path)
+    if not osp.isfile(side):
+        return read_dump_meta({}, num_classes, side)
+    try:
+        with open(side) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise DumpFormatError(f'{side}: not a readable JSON record of class '
+                              f'counts ({_first_line(error)})') from None
+    if not isinstance(record, dict):
+        raise DumpFormatError(f'{side}: expected a JSON object with '
+                              f'"class_counts", got {type(record).__name__}')
+    return read_dump_meta(record, num_classes, side)
+
+
 def load_predictions(path: str, need_labels: bool = True,
                      need_features: bool = False, objects=None) -> dict:
     """Read a classification prediction dump.
@@ -204,19 +222,8 @@ def load_predictions(path: str, need_labels: bool = True,
             '--out preds.npz --dump-features (DumpPredictions with '
             'dump_features=True)')
     raw_meta = out.pop('meta', None)
-    if raw_meta is None and osp.isfile(meta_path(path)):
-        try:
-            with open(meta_path(path)) as handle:
-                raw_meta = json.load(handle)
-        except (OSError, ValueError) as error:
-            raise DumpFormatError(f'{meta_path(path)}: not a readable JSON '
-                                  f'record of class counts ({_first_line(error)})'
-                                  ) from None
-        if not isinstance(raw_meta, dict):
-            raise DumpFormatError(f'{meta_path(path)}: expected a JSON object '
-                                  'with "class_counts", got '
-                                  f'{type(raw_meta).__name__}')
-    out.update(read_dump_meta(raw_meta or {}, k, path))
+    out.update(read_dump_meta(raw_meta, k, path) if raw_meta is not None
+               else read_side_meta(path, k))
     return out
 
 

@@ -4,17 +4,21 @@
   --out preds.pkl``): per image ``seg_logits={'data': (C, H, W)}`` and
   ``gt_sem_seg={'data': (1, H, W)}`` (``SegDataSample.to_dict()``), read with
   the restricted unpickler (:func:`reot_mm.evaluation.dump_io.read_pickle`).
+* :func:`sample_pixels` / :func:`apply_pixel_map` — the per-pixel post-hoc
+  correction of ``tools/posthoc.py --task seg``: fit on sampled labelled
+  pixels, then apply a per-pixel map ``argmax_c(logits W + δ)_c`` to every
+  pixel.
 * :func:`seg_confusion` / :func:`seg_scores` — aAcc / mIoU / mAcc as mmseg's
-  ``IoUMetric`` computes them, from a (C, C) confusion matrix, for
-  ``tools/posthoc.py --task seg``.
+  ``IoUMetric`` computes them, from a (C, C) confusion matrix.
 """
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from reot_mm.evaluation.dump_io import DumpFormatError, read_pickle
 
-__all__ = ['load_seg_dump', 'seg_confusion', 'seg_scores']
+__all__ = ['apply_pixel_map', 'load_seg_dump', 'sample_pixels',
+           'seg_confusion', 'seg_scores']
 
 
 def load_seg_dump(path: str, ignore_index: int = 255,
@@ -95,6 +99,62 @@ def load_seg_dump(path: str, ignore_index: int = 255,
         images.append({'logits': logits.float(), 'gt': gt,
                        'img_path': s.get('img_path'), 'sample': s})
     return images
+
+
+def sample_pixels(images, per_image, ignore_index, seed):
+    """(S, C) logits of up to ``per_image`` labelled pixels per image.
+
+    Pixels are drawn uniformly without replacement among those whose label
+    is not ``ignore_index`` (the mask is the only use of the annotation: the
+    labels themselves are not read), with one seeded generator over the
+    images in dump order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for image in images:
+        valid = (image['gt'].reshape(-1) != ignore_index).nonzero()[:, 0]
+        take = valid[torch.randperm(valid.numel(),
+                                    generator=gen)[:per_image]]
+        rows.append(image['logits'].reshape(image['logits'].shape[0],
+                                            -1)[:, take].T)
+    return torch.cat(rows)
+
+
+def apply_pixel_map(images: List[dict], weight: Optional[torch.Tensor],
+                    delta: torch.Tensor, ignore_index: int = 255,
+                    keep_maps: bool = False
+                    ) -> Tuple[torch.Tensor, torch.Tensor, List[dict]]:
+    """Predict ``argmax_c((logits W)_c + δ_c)`` for every pixel of every image.
+
+    Args:
+        images: :func:`load_seg_dump` output.
+        weight: (C, C) linear map W on the logits (OTLM), or None (identity).
+        delta: (C,) per-class shift (logit adjustment: -τ log π; post-hoc OT:
+            λ g, since argmax(log Z / λ + g) = argmax(logits + λ g)).
+        ignore_index: label of unlabelled pixels (left out of the counts).
+        keep_maps: also return the refined label maps.
+
+    Returns:
+        ``(confusion before, confusion after, refined)``: (C, C) counts of the
+        plain argmax and of the map, and per image ``{'img_path',
+        'pred_sem_seg': {'data': (1, H, W)}}`` when ``keep_maps``.
+    """
+    c = delta.shape[0]
+    before = torch.zeros(c, c, dtype=torch.long)
+    after = torch.zeros(c, c, dtype=torch.long)
+    refined = []
+    for image in images:
+        z = image['logits']
+        if weight is not None:
+            z = torch.einsum('chw,cd->dhw', z, weight)
+        pred = (z + delta[:, None, None]).argmax(0)
+        before += seg_confusion(image['logits'].argmax(0), image['gt'], c,
+                                ignore_index)
+        after += seg_confusion(pred, image['gt'], c, ignore_index)
+        if keep_maps:
+            refined.append({'img_path': image['img_path'],
+                            'pred_sem_seg': {'data': pred[None].clone()}})
+    return before, after, refined
 
 
 def seg_confusion(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
