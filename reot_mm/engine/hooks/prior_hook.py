@@ -1,4 +1,9 @@
-"""Epoch-varying prior λ(t) of RE-OT Eq. 15 / 34, set on every RE-OT loss."""
+"""Epoch-varying prior λ(t) of RE-OT Eq. 15 / 34, set on every RE-OT loss.
+
+Shi et al., Relative Entropic Optimal Transport: a (Prior-aware) Matching
+Perspective to (Unbalanced) Classification, NeurIPS 2023. The hook sets λ on
+every ``ScheduledPriorModule`` of the model (``reot_mm.losses.class_counts``).
+"""
 from typing import Optional, Sequence
 
 from mmengine.hooks import Hook
@@ -79,11 +84,11 @@ class REOTPriorHook(Hook):
         return losses
 
     def _num_classes(self, losses) -> Optional[int]:
+        # C of 'official' mode: the counts' length, else the configured C
         for loss in losses:
-            counts = getattr(loss, 'class_counts', None)
-            if counts is not None and counts.numel() > 0:
-                return int(counts.numel())
-            if getattr(loss, 'num_classes', None):
+            if loss.has_class_counts:
+                return int(loss.class_counts.numel())
+            if loss.num_classes:
                 return int(loss.num_classes)
         return None
 
