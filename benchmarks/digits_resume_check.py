@@ -8,6 +8,10 @@ the resumed run and the hook-less run end with the reference's parameters, buffe
 optimizer state bit for bit.
 
     OMP_NUM_THREADS=1 python benchmarks/digits_resume_check.py --epochs 3
+    OMP_NUM_THREADS=1 python benchmarks/digits_resume_check.py --control --configs \
+        bcl/bcl_resnet8_100e_digitslt gml/gml-teacher_resnet8_100e_digitslt
+
+``--control`` adds a resume without the hook (what ``--resume`` did before it).
 
 The GML student uses the GML teacher's reference checkpoint as its teacher, the linear
 probe the RE-OT supervised pretraining's.
@@ -77,6 +81,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--epochs', type=int, default=3)
     parser.add_argument('--configs', nargs='+', default=CONFIGS)
+    parser.add_argument('--control', action='store_true',
+                        help='also resume without RandomStateHook (the old behaviour)')
     args = parser.parse_args()
     rows, finals = [], {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -98,14 +104,25 @@ def main():
                             resume=osp.join(resumed_dir, 'epoch_1.pth'), options=options)
             plain = train(config, base + '_plain', args.epochs, f'{index}plain', hook=False,
                           options=options)
-            rows.append((config, same_state(reference, resumed), same_state(reference, plain)))
+            row = [config, same_state(reference, resumed), same_state(reference, plain)]
+            if args.control:  # what a resume gave before RandomStateHook
+                control_dir = base + '_control'
+                shutil.copytree(base + '_ref', control_dir)
+                control = train(config, control_dir, args.epochs, f'{index}ctl', hook=False,
+                                resume=osp.join(control_dir, 'epoch_1.pth'), options=options)
+                row.append(same_state(reference, control))
+            rows.append(row)
     print(f'\n{args.epochs} epochs, resume from epoch 1, validation after every epoch')
-    print('| config | resumed == uninterrupted | uninterrupted == without RandomStateHook |')
-    print('|---|---|---|')
-    for config, resumed, plain in rows:
-        print(f'| {config} | {"bit-identical" if resumed else "DIFFERS"} | '
-              f'{"bit-identical" if plain else "DIFFERS"} |')
-    if not all(r and p for _, r, p in rows):
+    header = ['config', 'resumed == uninterrupted',
+              'uninterrupted == uninterrupted without RandomStateHook']
+    if args.control:
+        header.append('resumed without RandomStateHook == uninterrupted')
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '---|' * len(header))
+    for config, *same in rows:
+        print(f'| {config} | ' + ' | '.join('bit-identical' if s else 'DIFFERS' for s in same)
+              + ' |')
+    if not all(row[1] and row[2] for row in rows):
         raise SystemExit(1)
 
 
