@@ -40,7 +40,8 @@ class REOTContrastiveLoss(ScheduledPriorModule):
 
     Special cases: ``prior='uniform'`` + ``supervision='self'`` = SimCLR
     (NT-Xent); ``prior='uniform'`` + ``'supervised'`` = SupCon (L_out);
-    see the module docstring for the same-class and ratio priors.
+    see :mod:`reot_mm.losses.reot_contrastive` for the same-class and ratio
+    priors.
 
     Args:
         temperature: τ = ε, > 0. Defaults to 0.1.
@@ -58,8 +59,9 @@ class REOTContrastiveLoss(ScheduledPriorModule):
         sinkhorn_max_iter: U(a, b) iterations cap. Defaults to 100.
         sinkhorn_tol: U(a, b) L1 marginal tolerance. Defaults to 1e-5.
         gather: all-gather across ranks under DDP. Defaults to True.
-        class_counts: per-class training counts for ``'class_ratio'``
-            (or filled by ``ClassStatisticsHook``); a buffer.
+        class_counts: raw per-class training counts for ``'class_ratio'``
+            (or filled by ``ClassStatisticsHook``); a buffer, zeros smoothed
+            to ``min_count`` where the prior is formed.
         num_classes: expected number of classes (validates the counts).
         min_count: pseudo-count for classes with no training sample.
         loss_weight: multiplier. Defaults to 1.
