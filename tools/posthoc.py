@@ -59,7 +59,8 @@ from reot_mm.evaluation.shot_metric import (DEFAULT_FEW_THRESHOLD,
                                             shot_accuracies)
 from reot_mm.ot.checks import check_positive
 from reot_mm.ot.otlm import apply_otlm, fit_otlm
-from reot_mm.ot.test_prior import check_em_smoothing, estimate_test_prior_em
+from reot_mm.ot.test_prior import (CALIBRATION_PRIORS, check_em_smoothing,
+                                   resolve_target_prior)
 from reot_mm.ot.test_time import (kl_divergence, logit_adjustment,
                                   refined_marginal, sinkhorn_prediction)
 
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "'uniform', 'em' (EM estimate, Saerens et al. 2002), "
                    "'train' (the training prior) or a counts/probability "
                    'file')
+    p.add_argument('--calibration-prior', choices=CALIBRATION_PRIORS,
+                   default='train', help='--mu em: the label distribution '
+                   'the softmax scores are calibrated for: train (a model '
+                   'trained with cross-entropy; needs the training counts) or '
+                   'uniform (a prior-corrected loss: RE-OT, Balanced Softmax)')
     p.add_argument('--em-smoothing', type=float, default=0.0,
                    help='--mu em: Dirichlet pseudo-count per class in the '
                    'M step (0: maximum likelihood)')
@@ -201,22 +207,21 @@ def metrics(pred, labels, counts, many_thr, few_thr, k):
                            many_thr, few_thr, num_classes=k)
 
 
-def _target(args, k, counts, probs_fn):
-    """μ from --mu: uniform, em (needs counts), train (counts) or a file."""
+def _target(args, k, counts, log_p):
+    """μ from --mu: uniform, em, train (counts) or a file."""
     if args.mu == 'uniform':
         return torch.full((k, ), 1.0 / k, dtype=torch.float64)
-    if args.mu in ('em', 'train'):
-        if counts is None:
-            raise ValueError(f'--mu {args.mu} needs --train-counts (the dump '
-                             'holds no class counts)')
-        prior = counts / counts.sum()
-        if args.mu == 'train':
-            return prior
-        if (prior <= 0).any():
-            raise ValueError('--mu em needs positive --train-counts for '
-                             'every class')
-        mu = estimate_test_prior_em(probs_fn(), prior,
-                                    smoothing=args.em_smoothing)
+    needs_counts = args.mu == 'train' or (
+        args.mu == 'em' and args.calibration_prior == 'train')
+    if needs_counts and counts is None:
+        raise ValueError(f'--mu {args.mu} needs --train-counts (the dump '
+                         'holds no class counts)')
+    if args.mu == 'train':
+        return counts / counts.sum()
+    if args.mu == 'em':
+        mu = resolve_target_prior('estimated', log_p, counts, name='--mu',
+                                  calibration_prior=args.calibration_prior,
+                                  em_smoothing=args.em_smoothing)
         print(f'EM test prior: min {mu.min():.4g} max {mu.max():.4g}')
         return mu
     mu = _load_distribution(args.mu, k, 'mu')
@@ -254,7 +259,7 @@ def run_cls(args, path, objects=None):
     log_p = scores.clamp_min_(1e-30).log_()
     log_p.sub_(torch.logsumexp(log_p, 1, keepdim=True))
     del scores
-    mu = _target(args, k, counts, lambda: log_p.exp())
+    mu = _target(args, k, counts, log_p)
 
     eval_idx = None
     if args.method == 'la':
@@ -361,7 +366,7 @@ def run_seg(args, path, objects=None):
         raise ValueError(f'no labelled pixels (all are ignore_index '
                          f'{args.ignore_index}) to fit the correction on')
     log_p = torch.log_softmax(logits, 1)
-    mu = _target(args, c, counts, lambda: log_p.exp())
+    mu = _target(args, c, counts, log_p)
 
     # every method is a per-pixel map: pred = argmax_c(logits @ W + delta)
     weight, delta, probs = None, None, None

@@ -439,6 +439,13 @@ def test_la_without_flags_takes_counts_and_thresholds_from_the_dump(
     assert 'train counts: none' in log and _groups(log) == set()
     assert 'needs --train-counts' in run_main(capsys, bare, '--method', 'la',
                                               ok=False)
+    # EM (Saerens et al. 2002) needs the training prior only for scores
+    # calibrated under it; a prior-corrected model's scores need none
+    assert '--mu em needs --train-counts' in run_main(capsys, bare, '--mu',
+                                                      'em', ok=False)
+    log = run_main(capsys, bare, '--mu', 'em', '--calibration-prior',
+                   'uniform')
+    assert 'EM test prior' in log
 
 
 def test_train_counts_from_a_checkpoint(tmp_path, capsys):
