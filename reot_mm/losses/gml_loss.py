@@ -224,6 +224,7 @@ class GMLLoss(CountAwareModule):
         losses['tau_g'] = losses.pop('tau_g')  # logged last
         return losses
 
+    @without_autocast  # q·zᵀ in fp32 also when called by a head under --amp
     def likelihood_terms(self, query: torch.Tensor, keys: torch.Tensor,
                          key_labels: torch.Tensor, target: torch.Tensor,
                          log_prior: torch.Tensor,

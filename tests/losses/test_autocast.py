@@ -49,6 +49,23 @@ def gml_case():
     return tensors, run
 
 
+def gml_head_case():
+    """The segmentation head calls GMLLoss.likelihood_terms directly."""
+    generator, unit = half_inputs(3)
+    module = GMLLoss(num_classes=3, tau_g=0.07, class_counts=[9, 3, 1])
+    target = torch.randint(3, (5, ), generator=generator)
+    key_labels = torch.arange(12) % 3
+    tensors = dict(query=unit(5, 8), keys=unit(12, 8))
+
+    def run(t):
+        out = module.likelihood_terms(
+            t['query'], t['keys'], key_labels, target, module.log_prior(3, 'cpu'),
+            key_indices=torch.arange(12) + 100,
+            sample_indices=torch.arange(5) + 100)
+        return out['loss_gml'] + out['loss_tau']
+    return tensors, run
+
+
 def reot_contrastive_case(constraints):
     def case():
         generator, unit = half_inputs(2)
@@ -62,9 +79,10 @@ def reot_contrastive_case(constraints):
 
 
 @pytest.mark.parametrize('case', [
-    bcl_case, gml_case, reot_contrastive_case('a'),
+    bcl_case, gml_case, gml_head_case, reot_contrastive_case('a'),
     reot_contrastive_case('ab')
-], ids=['bcl', 'gml', 'reot-contrastive-U(a)', 'reot-contrastive-U(a,b)'])
+], ids=['bcl', 'gml', 'gml-head', 'reot-contrastive-U(a)',
+        'reot-contrastive-U(a,b)'])
 def test_loss_under_autocast_equals_fp32_on_the_same_inputs(case):
     tensors, run = case()
     results = []
