@@ -190,7 +190,10 @@ def gml_loss(query: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor,
 
     Raises:
         ValueError: a sample's own class has no key (only possible with
-            k_m = 0 or an unbuilt queue), or malformed inputs.
+            k_m = 0 or an unbuilt queue), an empty batch or queue, malformed
+            inputs, or an input with NaN / inf values (named).
+        FloatingPointError: a non-finite loss from finite inputs (q·z/τ_g
+            overflows).
     """
     num_classes = _num_classes(log_prior, num_classes)
     _check_queue_inputs(query, keys, key_labels, num_classes)
@@ -245,6 +248,10 @@ def gml_temperature_loss(query: torch.Tensor, keys: torch.Tensor,
 
     Returns:
         (losses, valid): (B,) losses (0 where invalid) and (B,) bool mask.
+
+    Raises:
+        ValueError / FloatingPointError: as :func:`gml_loss`, except that a
+            class without entries marks its samples invalid.
     """
     num_classes = _num_classes(log_prior, num_classes)
     _check_queue_inputs(query, keys, key_labels, num_classes)
