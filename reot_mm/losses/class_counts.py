@@ -1,4 +1,4 @@
-"""One contract for modules that use per-class training counts or the RE-OT prior schedule.
+"""One contract for modules that use class counts or the RE-OT prior schedule.
 
 ``ClassStatisticsHook`` gives the per-class training counts to every
 :class:`CountAwareModule` of the model (:meth:`CountAwareModule.set_class_counts`);
@@ -15,9 +15,10 @@ What is stored, and where:
   load). A class with zero samples counts as ``min_count`` only where a
   prior is formed (the count functions of :mod:`reot_mm.losses.priors` take
   ``min_count``; :meth:`CountAwareModule.log_class_ratio`), so the buffer
-  always says what the dataset holds. Checkpoints written before this contract stored the
-  smoothed counts (zeros already replaced by ``min_count``); they load
-  unchanged and give the same prior, because smoothing is idempotent.
+  always says what the dataset holds. Checkpoints written before this
+  contract stored the smoothed counts (zeros already replaced by
+  ``min_count``); they load unchanged and give the same prior, because
+  smoothing is idempotent.
 * ``prior_weight`` (λ) and ``prior_power``: 0-dim buffers (in the state dict)
   and nowhere else; forward reads their host copy :attr:`prior_schedule`,
   written by the same method (reading a CUDA buffer would sync the device).
