@@ -51,3 +51,6 @@ custom_hooks = [
 
 val_evaluator = dict(type='FrequencyBinnedIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+
+# the 160k recipe's global batch (4 GPUs x 4 crops)
+auto_scale_lr = dict(base_batch_size=16, enable=False)

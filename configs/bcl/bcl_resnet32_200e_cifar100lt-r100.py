@@ -10,6 +10,7 @@
 _base_ = [
     '../_base_/models/resnet32_cifar.py',
     '../_base_/datasets/cifar100_lt.py',
+    '../_base_/pipelines/simaugment.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
@@ -31,21 +32,9 @@ classifier_view = [
     dict(type='AutoAugment', policies='imagenet'),
     dict(type='Cutout', shape=16, pad_val=0, prob=1.0),
 ]
-contrastive_view = [
-    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.2, 1.0),
-         backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomApply', prob=0.8, transforms=[
-        # SimAugment's hue 0.1 (negative shifts work through reot_mm's compat fix
-        # of mmcv.adjust_hue under numpy 2)
-        dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
-             hue=0.1)]),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
-         channel_weights=(0.114, 0.587, 0.2989)),
-]
 train_pipeline = [
     dict(type='MultiView', num_views=[1, 2],
-         transforms=[classifier_view, contrastive_view]),
+         transforms=[classifier_view, {{_base_.simaugment_cifar}}]),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
@@ -62,6 +51,6 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=200, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=256)
+auto_scale_lr = dict(base_batch_size=256, enable=False)
 
 custom_hooks = [dict(type='ClassStatisticsHook')]

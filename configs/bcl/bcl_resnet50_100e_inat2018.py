@@ -1,24 +1,16 @@
 # BCL on iNaturalist 2018 (8142 classes) with ResNet-50 (BCL Sec. 4.2,
 # Table 5): the ImageNet-LT recipe (λ 1.0, μ 0.35, τ 0.07, cosine classifier,
 # MLP output 1024, RandAug / SimAug views, batch 256, cosine schedule) with
-# lr 0.2, weight decay 1e-4 and 100 epochs. The data overrides are those of
-# ../_base_/datasets/inat2018.py; the backbone is mmpretrain's ResNet-50
-# (_base_/models/resnet50.py).
-_base_ = ['./bcl_resnext50_32x4d_90e_imagenetlt.py']
+# lr 0.2, weight decay 1e-4 and 100 epochs. The data fields are those of
+# ../_base_/datasets/inat2018.py (../_base_/datasets/inat2018_fields.py); the
+# backbone is mmpretrain's ResNet-50 (_base_/models/resnet50.py).
+_base_ = ['./bcl_resnext50_32x4d_90e_imagenetlt.py',
+          '../_base_/datasets/inat2018_fields.py']
 
 dataset_type = 'INat2018'
-data_preprocessor = dict(
-    num_classes=8142,
-    # iNat 2018 RGB statistics used by the BCL / PaCo code, scaled to 0..255
-    mean=[118.83, 120.105, 96.9],
-    std=[49.725, 49.47, 48.96],
-)
-train_dataloader = dict(dataset=dict(
-    type=dataset_type, data_root='data/inat2018',
-    ann_file='iNaturalist18_train.txt'))
-val_dataloader = dict(dataset=dict(
-    type=dataset_type, data_root='data/inat2018',
-    ann_file='iNaturalist18_val.txt'))
+data_preprocessor = {{_base_.inat2018_preprocessor}}
+train_dataloader = dict(dataset={{_base_.inat2018_train}})
+val_dataloader = dict(dataset={{_base_.inat2018_val}})
 test_dataloader = val_dataloader
 
 model = dict(

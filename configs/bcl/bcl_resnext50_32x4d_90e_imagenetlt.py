@@ -8,6 +8,7 @@
 _base_ = [
     'mmpretrain::_base_/models/resnext50_32x4d.py',
     '../_base_/datasets/imagenet_lt.py',
+    '../_base_/pipelines/simaugment.py',
     'mmpretrain::_base_/schedules/imagenet_bs256.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
@@ -31,21 +32,10 @@ classifier_view = [
          total_level=10, magnitude_level=9, magnitude_std=0.5,
          hparams=dict(pad_val=[104, 116, 124], interpolation='bicubic')),
 ]
-contrastive_view = [
-    dict(type='RandomResizedCrop', scale=224, backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomApply', prob=0.8, transforms=[
-        # no hue jitter: mmcv 2.1's adjust_hue overflows under numpy 2 for
-        # negative shifts
-        dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
-             hue=0.1)]),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
-         channel_weights=(0.114, 0.587, 0.2989)),
-]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='MultiView', num_views=[1, 2],
-         transforms=[classifier_view, contrastive_view]),
+         transforms=[classifier_view, {{_base_.simaugment_imagenet}}]),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
@@ -58,5 +48,5 @@ param_scheduler = dict(
     _delete_=True, type='CosineAnnealingLR', T_max=90, by_epoch=True,
     begin=0, end=90)
 train_cfg = dict(by_epoch=True, max_epochs=90, val_interval=5)
-auto_scale_lr = dict(base_batch_size=256)
+auto_scale_lr = dict(base_batch_size=256, enable=False)
 custom_hooks = [dict(type='ClassStatisticsHook')]

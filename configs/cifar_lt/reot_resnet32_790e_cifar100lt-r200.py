@@ -1,5 +1,5 @@
 # RE-OT on CIFAR-100-LT (imbalance factor 200), ResNet-32, as in the authors'
-# code (reference notes §1): batch 512, SGD momentum 0.9, weight decay 5e-4,
+# code: batch 512, SGD momentum 0.9, weight decay 5e-4,
 # 790 epochs; prior r = 0.74·class ratio + 0.26·global batch ratio (Eq. 37);
 # λ schedule 'official' with t1/t2/t3 = 620/650/755 and Q^1.03 after t3.
 # The learning rate is not given in the notes: 0.2 (= 0.1 per 256 images)
@@ -28,7 +28,7 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=790, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=512)
+auto_scale_lr = dict(base_batch_size=512, enable=False)
 
 custom_hooks = [
     dict(type='ClassStatisticsHook'),

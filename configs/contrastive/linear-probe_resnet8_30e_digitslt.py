@@ -38,6 +38,7 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=30)
 val_cfg = dict()
 test_cfg = dict()
+auto_scale_lr = dict(base_batch_size=64, enable=False)
 
 custom_hooks = [
     dict(type='ClassStatisticsHook'),

@@ -14,25 +14,16 @@
 # 50 epochs; linear probe: linear-probe_resnet18_100e_cifar10lt-r100.py.
 _base_ = [
     '../_base_/datasets/cifar10_lt.py',
+    '../_base_/pipelines/simaugment.py',
     'mmpretrain::_base_/schedules/imagenet_lars_coslr_200e.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 data_preprocessor = dict(type='MultiViewClsDataPreprocessor', num_views=2)
-view_pipeline = [
-    dict(type='RandomResizedCrop', scale=32, crop_ratio_range=(0.2, 1.0),
-         backend='pillow'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='RandomApply',
-         transforms=[dict(type='ColorJitter', brightness=0.4, contrast=0.4,
-                          saturation=0.4, hue=0.1)],
-         prob=0.8),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
-         channel_weights=(0.114, 0.587, 0.2989)),
-]
 train_pipeline = [
-    dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
+    dict(type='MultiView', num_views=2,
+         transforms=[{{_base_.simaugment_cifar}}]),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
@@ -72,7 +63,7 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=500, val_interval=50)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=512)
+auto_scale_lr = dict(base_batch_size=512, enable=False)
 
 # SyncBuffersHook (mmengine) averages the BN statistics over ranks after each
 # epoch and before evaluation, so every rank extracts bank and test features

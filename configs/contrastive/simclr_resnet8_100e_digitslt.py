@@ -13,17 +13,13 @@ custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 # two strong views (the contrastive views of digits_lt_multiview.py)
 data_preprocessor = dict(num_views=2)
-view_pipeline = [
-    dict(type='RandomSmallAffine', max_rotate=12, max_translate=1.0,
-         scale_range=(0.9, 1.1)),
-    dict(type='RandomContrast', contrast_range=(0.6, 1.4), prob=0.5),
-    dict(type='RandomGaussianNoise', std=(4.0, 16.0), prob=0.5),
-]
 train_pipeline = [
-    dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
+    dict(type='MultiView', num_views=2, transforms=[{{_base_.strong_view}}]),
     dict(type='PackInputs'),
 ]
-train_dataloader = dict(batch_size=128,
+# 321 = 2 x 128 + 65: the last batch is large enough for BatchNorm, so every
+# image is used in every epoch (the base's drop_last would skip 65)
+train_dataloader = dict(batch_size=128, drop_last=False,
                         dataset=dict(pipeline=train_pipeline))
 
 model = dict(
@@ -54,7 +50,7 @@ param_scheduler = [
          end=100),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=25)
-auto_scale_lr = dict(base_batch_size=128)
+auto_scale_lr = dict(base_batch_size=128, enable=False)
 
 # SyncBuffersHook (mmengine) averages the BN statistics over ranks after each
 # epoch and before evaluation, so every rank extracts bank and test features

@@ -32,7 +32,7 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=200, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=64)
+auto_scale_lr = dict(base_batch_size=64, enable=False)
 custom_hooks = [dict(type='ClassStatisticsHook')]
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))

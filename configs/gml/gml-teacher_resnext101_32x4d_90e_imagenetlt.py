@@ -28,7 +28,7 @@ param_scheduler = dict(
     _delete_=True, type='CosineAnnealingLR', T_max=90, by_epoch=True,
     begin=0, end=90)
 train_cfg = dict(by_epoch=True, max_epochs=90, val_interval=5)
-auto_scale_lr = dict(base_batch_size=128)
+auto_scale_lr = dict(base_batch_size=128, enable=False)
 custom_hooks = [dict(type='ClassStatisticsHook')]
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=1))

@@ -7,20 +7,17 @@
 # Views: x_cls, x_q, x_k all AutoAugment (Table A.1 "Autoaug"); mmpretrain
 # ships only the ImageNet AutoAugment policies (the paper used the CIFAR
 # ones), so these are used after the usual crop and flip.
-_base_ = [
-    '../_base_/datasets/cifar100_lt.py',
-    'mmpretrain::_base_/default_runtime.py',
-]
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
+# Inherits the teacher config: the same data, optimisation and runtime, and
+# its model as the frozen teacher, so the teacher checkpoint loads strictly.
+_base_ = ['./gml-teacher_resnet56_200e_cifar100lt-r100.py']
 
 num_classes = 100
-student_backbone = dict(type='CifarResNet', depth=32, in_channels=3)
-teacher_backbone = dict(type='CifarResNet', depth=56, in_channels=3)
 model = dict(
+    _delete_=True,
     type='TeacherStudent',
     student=dict(
         type='GMLClassifier',
-        backbone=student_backbone,
+        backbone=dict(type='CifarResNet', depth=32, in_channels=3),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='CosineClsHead', num_classes=num_classes,
                   in_channels=64, scale=30.0, topk=(1, ),
@@ -33,16 +30,7 @@ model = dict(
         loss=dict(type='GMLLoss', tau_s=1.0 / 30, tau_g=0.1,
                   trainable_tau=True, alpha=1.0, cls_weight=1.0,
                   gml_weight=1.0, kd_weight=1.0, kd_temperature=4.0)),
-    # the model of the teacher config (loaded strictly)
-    teacher=dict(
-        type='ImageClassifier',
-        backbone=teacher_backbone,
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='CosineClsHead', num_classes=num_classes,
-                  in_channels=64, scale=30.0, topk=(1, ),
-                  init_cfg=dict(type='Normal', layer='Linear', std=0.1),
-                  loss=dict(type='REOTLoss', cost='cosine', scale=30.0,
-                            prior='class_ratio', prior_weight=1.0))),
+    teacher={{_base_.model}},
     teacher_checkpoint=('work_dirs/gml-teacher_resnet56_200e_cifar100lt-r100/'
                         'epoch_200.pth'))
 
@@ -57,27 +45,15 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=64, drop_last=True,  # BN of g_q needs > 1 query
-    dataset=dict(imbalance_factor=100, pipeline=train_pipeline))
+    drop_last=True,  # BN of g_q needs > 1 query
+    dataset=dict(pipeline=train_pipeline))
 
+# θ of τ_g = exp(θ) without weight decay (GML Sec. 3.3), added to the
+# teacher's cosine weights without decay
 optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4),
-    # θ of τ_g = exp(θ) without weight decay (GML Sec. 3.3)
-    paramwise_cfg=dict(custom_keys={'log_tau_g': dict(decay_mult=0.0),
-                                    'head.fc': dict(decay_mult=0.0)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=5,
-         convert_to_iter_based=True),
-    dict(type='MultiStepLR', by_epoch=True, milestones=[160, 180], gamma=0.1),
-]
-train_cfg = dict(by_epoch=True, max_epochs=200, val_interval=10)
-val_cfg = dict()
-test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=64)
+    paramwise_cfg=dict(custom_keys={'log_tau_g': dict(decay_mult=0.0)}))
 custom_hooks = [
     dict(type='ClassStatisticsHook'),
     dict(type='GMLQueueHook', prefill='teacher', many_threshold=100,
          few_threshold=20),
 ]
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))

@@ -5,13 +5,11 @@
 # batch 128, SGD 0.02 with cosine decay, weight decay 2e-4 (Sec. 4.2);
 # SimAugment for all three views (Table A.1). The ImageNet-LT GML config
 # holds the shared pipeline; data, model sizes and optimisation change here.
-_base_ = ['./gml_resnext50_32x4d_90e_imagenetlt.py']
+_base_ = ['./gml_resnext50_32x4d_90e_imagenetlt.py',
+          '../_base_/datasets/inat2018_fields.py']
 
 num_classes = 8142
-data_preprocessor = dict(
-    num_classes=num_classes,
-    mean=[118.83, 120.105, 96.9],
-    std=[49.725, 49.47, 48.96])
+data_preprocessor = {{_base_.inat2018_preprocessor}}
 
 
 def resnet(depth):
@@ -30,18 +28,17 @@ model = dict(
         head=dict(num_classes=num_classes)),
     teacher_checkpoint='work_dirs/gml-teacher_resnet152_100e_inat2018/epoch_100.pth')
 
-contrastive_view = {{_base_.contrastive_view}}
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='MultiView', num_views=3, transforms=[contrastive_view]),
+    dict(type='MultiView', num_views=3,
+         transforms=[{{_base_.simaugment_imagenet}}]),
     dict(type='PackInputs'),
 ]
+# the fields of inat2018_train, spelled out because the pipeline changes too
 train_dataloader = dict(dataset=dict(
     type='INat2018', data_root='data/inat2018',
     ann_file='iNaturalist18_train.txt', pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(
-    type='INat2018', data_root='data/inat2018',
-    ann_file='iNaturalist18_val.txt'))
+val_dataloader = dict(dataset={{_base_.inat2018_val}})
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(

@@ -52,9 +52,6 @@ model = dict(
                             prior='class_ratio', prior_weight=1.0))),
     teacher_checkpoint='work_dirs/gml-teacher_resnet8_100e_digitslt/epoch_100.pth')
 
-# 321 images = 5 x 64 + 1: a last batch of one image would break the BN of g_q
-train_dataloader = dict(drop_last=True)
-
 # θ of τ_g = exp(θ) is trained without weight decay (GML Sec. 3.3), nor are
 # the cosine classifier's weights (see the teacher config)
 optim_wrapper = dict(

@@ -1,5 +1,5 @@
 # GML (Suh & Seo, ICML 2023) on ImageNet-LT, GML Table A.1 row "Table 1 (a)"
-# and the reference notes §3: ResNeXt-50 32x4d student, ResNeXt-101 32x4d
+# and the authors' code: ResNeXt-50 32x4d student, ResNeXt-101 32x4d
 # teacher (gml-teacher_resnext101_32x4d_90e_imagenetlt.py), 90 epochs,
 # MLP (2048, 2048, 1024), k = 16384, τ_g = 0.07 (trainable), τ_s = 1/30,
 # γ = β = 1, α_kd = 0; batch 128, SGD 0.05 momentum 0.9, weight decay 5e-4
@@ -9,26 +9,20 @@
 # (SimCLR crop, flip, colour jitter 0.4/0.4/0.4/0.1 w.p. 0.8, grayscale w.p. 0.2;
 # negative hue shifts work through reot_mm's compat fix of mmcv.adjust_hue).
 # The student's backbone is mmpretrain::_base_/models/resnext50_32x4d.py's.
-_base_ = [
-    '../_base_/datasets/imagenet_lt.py',
-    'mmpretrain::_base_/schedules/imagenet_bs256.py',
-    'mmpretrain::_base_/default_runtime.py',
-]
-custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
+# Inherits the teacher config: the same data, optimisation and runtime, and
+# its model as the frozen teacher, so the teacher checkpoint loads strictly.
+_base_ = ['./gml-teacher_resnext101_32x4d_90e_imagenetlt.py',
+          '../_base_/pipelines/simaugment.py']
 
 num_classes = 1000
-
-
-def resnext(depth):
-    return dict(type='ResNeXt', depth=depth, num_stages=4, out_indices=(3, ),
-                groups=32, width_per_group=4, style='pytorch')
-
-
 model = dict(
+    _delete_=True,
     type='TeacherStudent',
     student=dict(
         type='GMLClassifier',
-        backbone=resnext(50),
+        backbone=dict(type='ResNeXt', depth=50, num_stages=4,
+                      out_indices=(3, ), groups=32, width_per_group=4,
+                      style='pytorch'),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='CosineClsHead', num_classes=num_classes,
                   in_channels=2048, scale=30.0, topk=(1, 5),
@@ -41,15 +35,7 @@ model = dict(
         loss=dict(type='GMLLoss', tau_s=1.0 / 30, tau_g=0.07,
                   trainable_tau=True, alpha=1.0, cls_weight=1.0,
                   gml_weight=1.0, kd_weight=0.0)),
-    teacher=dict(
-        type='ImageClassifier',
-        backbone=resnext(101),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='CosineClsHead', num_classes=num_classes,
-                  in_channels=2048, scale=30.0, topk=(1, 5),
-                  init_cfg=dict(type='Normal', layer='Linear', std=0.02),
-                  loss=dict(type='REOTLoss', cost='cosine', scale=30.0,
-                            prior='class_ratio', prior_weight=1.0))),
+    teacher={{_base_.model}},
     teacher_checkpoint=('work_dirs/gml-teacher_resnext101_32x4d_90e_imagenetlt/'
                         'epoch_90.pth'))
 
@@ -64,39 +50,22 @@ classifier_view = [
          hparams=dict(pad_val=[round(x) for x in bgr_mean],
                       interpolation='bicubic')),
 ]
-contrastive_view = [
-    dict(type='RandomResizedCrop', scale=224, backend='pillow'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandomApply', prob=0.8, transforms=[
-        dict(type='ColorJitter', brightness=0.4, contrast=0.4, saturation=0.4,
-             hue=0.1)]),
-    dict(type='RandomGrayscale', prob=0.2, keep_channels=True,
-         channel_weights=(0.114, 0.587, 0.2989)),
-]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='MultiView', num_views=[1, 2],
-         transforms=[classifier_view, contrastive_view]),
+         transforms=[classifier_view, {{_base_.simaugment_imagenet}}]),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(
-    batch_size=32,  # 4 GPUs x 32 = 128
-    drop_last=True,
+    drop_last=True,  # BN of g_q needs > 1 query
     dataset=dict(pipeline=train_pipeline))
 
+# θ of τ_g = exp(θ) without weight decay (GML Sec. 3.3), added to the
+# teacher's cosine weights without decay
 optim_wrapper = dict(
-    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=5e-4),
-    paramwise_cfg=dict(custom_keys={'log_tau_g': dict(decay_mult=0.0),
-                                    'head.fc': dict(decay_mult=0.0)}))
-param_scheduler = dict(
-    _delete_=True, type='CosineAnnealingLR', T_max=90, by_epoch=True,
-    begin=0, end=90)
-train_cfg = dict(by_epoch=True, max_epochs=90, val_interval=5)
-auto_scale_lr = dict(base_batch_size=128)
+    paramwise_cfg=dict(custom_keys={'log_tau_g': dict(decay_mult=0.0)}))
 custom_hooks = [
     dict(type='ClassStatisticsHook'),
     dict(type='GMLQueueHook', prefill='teacher', many_threshold=100,
          few_threshold=20),
 ]
-default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=1))

@@ -22,7 +22,7 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=110, val_interval=5)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=512)
+auto_scale_lr = dict(base_batch_size=512, enable=False)
 custom_hooks = [
     dict(type='ClassStatisticsHook'),
     dict(type='REOTPriorHook', milestones=(75, 78, 90), mode='official'),

@@ -21,7 +21,7 @@ param_scheduler = dict(
     _delete_=True, type='CosineAnnealingLR', T_max=90,
                        by_epoch=True, begin=0, end=90)
 train_cfg = dict(by_epoch=True, max_epochs=90, val_interval=5)
-auto_scale_lr = dict(base_batch_size=512)
+auto_scale_lr = dict(base_batch_size=512, enable=False)
 custom_hooks = [
     dict(type='ClassStatisticsHook'),
     dict(type='REOTPriorHook', milestones=(0.68, 0.71, 0.82), mode='official'),

@@ -34,3 +34,6 @@ custom_hooks = [
     dict(type='ClassStatisticsHook'),
     dict(type='REOTPriorHook', milestones=(0.5, 0.75), mode='paper'),
 ]
+
+# upstream's global batch (8 GPUs x 2 images); the paper states none
+auto_scale_lr = dict(base_batch_size=16, enable=False)

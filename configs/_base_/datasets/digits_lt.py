@@ -18,6 +18,11 @@ test_pipeline = [dict(type='PackInputs')]
 
 train_dataloader = dict(
     batch_size=64,
+    # 321 training images = 5 x 64 + 1: without drop_last every epoch ends
+    # with a batch of one image, which breaks any BatchNorm that sees a 1x1
+    # map (mmpretrain's ResNet on 8x8 inputs) or a flat feature (projection
+    # MLPs). Dropping it leaves out one random image per epoch.
+    drop_last=True,
     # in-memory data: worker processes would only add start-up time
     num_workers=0,
     collate_fn=dict(type='default_collate'),

@@ -3,21 +3,12 @@
 # Put the images and the lists (as shipped with the decoupling / BCL code)
 # under data/inat2018:
 #   data/inat2018/iNaturalist18_{train,val}.txt, data/inat2018/train_val2018/
-# Same pipelines, batch and evaluators as ImageNet-LT; data and statistics change.
-_base_ = ['./imagenet_lt.py']
+# Same pipelines, batch and evaluators as ImageNet-LT; data and statistics
+# change (./inat2018_fields.py).
+_base_ = ['./imagenet_lt.py', './inat2018_fields.py']
 
 dataset_type = 'INat2018'
-data_preprocessor = dict(
-    num_classes=8142,
-    # iNat 2018 RGB statistics used by the BCL / PaCo code
-    # ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192)) scaled to 0..255
-    mean=[118.83, 120.105, 96.9],
-    std=[49.725, 49.47, 48.96],
-)
-train_dataloader = dict(dataset=dict(
-    type=dataset_type, data_root='data/inat2018',
-    ann_file='iNaturalist18_train.txt'))
-val_dataloader = dict(dataset=dict(
-    type=dataset_type, data_root='data/inat2018',
-    ann_file='iNaturalist18_val.txt'))
+data_preprocessor = {{_base_.inat2018_preprocessor}}
+train_dataloader = dict(dataset={{_base_.inat2018_train}})
+val_dataloader = dict(dataset={{_base_.inat2018_val}})
 test_dataloader = val_dataloader

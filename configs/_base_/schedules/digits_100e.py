@@ -17,4 +17,6 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=25)
 val_cfg = dict()
 test_cfg = dict()
-auto_scale_lr = dict(base_batch_size=64)
+# the batch of the digits configs (one process); --auto-scale-lr rescales lr
+# for another global batch
+auto_scale_lr = dict(base_batch_size=64, enable=False)
