@@ -1,5 +1,7 @@
 """Class barycenters in feature space from a coupling (RE-OT Eq. 17-18).
 
+Extras: ``pip install reot_mm[plots]`` (matplotlib, scikit-learn for t-SNE).
+
 Reads a compact dump with features (``tools/test.py CONFIG CKPT --out
 preds.npz --dump-features``), builds a coupling P between the N test samples
 and the K labels, computes the label barycenters

@@ -2,6 +2,8 @@
 
 Extras: ``pip install reot_mm[posthoc]`` for ``--method otlm`` (tqdm progress bar).
 
+Extras: ``pip install reot_mm[posthoc]`` for ``--method otlm`` (tqdm progress bar).
+
 Classification (``--task cls``): reads ``tools/test.py --out`` dumps, either
 the compact ``preds.npz`` / ``preds.pt`` (``DumpPredictions``: stacked
 arrays, fast) or the upstream pickle ``preds.pkl`` (per-sample dicts with

@@ -1,5 +1,7 @@
 """RE-OT Fig. 2 idea: barycenters between an image and noise, with and without Q.
 
+Extras: ``pip install reot_mm[plots]`` (matplotlib, scikit-image).
+
 Rows (RE-OT Eq. 9, weights λ_1 = λ on the image, λ_2 = 1 - λ on the noise):
 
 1. Q = 1 (plain entropic barycenter, Benamou et al. 2015);
