@@ -190,6 +190,29 @@ def test_hooks_select_modules_by_contract(tmp_path):
     assert isinstance(loss, CountAwareModule)
 
 
+def test_selection_is_by_base_class_not_by_method_name():
+    """A module that merely has set_class_counts is not count-aware: the
+    contract is the base class (no duck typing)."""
+    from reot_mm.engine.hooks.class_stats_hook import (
+        count_aware_modules, modules_with, scheduled_prior_modules)
+    from reot_mm.losses import BCLLoss
+
+    class LooksCountAware(torch.nn.Module):
+        def set_class_counts(self, counts):
+            raise AssertionError('must not be called')
+
+        def set_prior_schedule(self, weight, power=1.0):
+            raise AssertionError('must not be called')
+
+    reot, bcl = REOTLoss(), BCLLoss()
+    model = torch.nn.ModuleList([reot, LooksCountAware(), bcl])
+    assert count_aware_modules(model) == [reot, bcl]
+    assert scheduled_prior_modules(model) == [reot]
+    assert modules_with(model, 'set_class_counts') == [reot, bcl]
+    with pytest.raises(ValueError, match='method must be one of'):
+        modules_with(model, 'forward')
+
+
 def test_prior_hook_without_reot_loss_is_an_error(tmp_path):
     cfg = small_cfg(CE_CONFIG, tmp_path, max_epochs=1)
     cfg.custom_hooks = [dict(type='REOTPriorHook', milestones=(1, 2))]
