@@ -92,3 +92,50 @@ def test_list_dataset_configs_load_real_lists(tmp_path, config, ann_keys):
         packed = dataset[1]
         assert tuple(packed['inputs'].shape) == (3, 224, 224)
         assert isinstance(dataset.pipeline, Compose)
+
+
+ALL_CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py'))
+                     if osp.basename(osp.dirname(p)) != '_base_')
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS, ids=[osp.relpath(p, ROOT) for p in ALL_CONFIGS])
+def test_config_declares_auto_scale_lr(path):
+    """mmengine's --auto-scale-lr needs the global batch the learning rate
+    was set for; off unless asked for."""
+    scale = Config.fromfile(path).auto_scale_lr
+    assert scale.enable is False, path
+    assert isinstance(scale.base_batch_size, int) and scale.base_batch_size > 0
+
+
+def test_digits_loader_gives_batchnorm_no_batch_of_one(tmp_path):
+    """321 digits-LT training images = 5 x 64 + 1. An mmpretrain ResNet-18 on
+    8x8 inputs reaches 1x1 maps, where BatchNorm refuses a batch of one: a
+    whole epoch of train steps works with the shared digits base (drop_last)
+    and fails without it."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import Runner
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'ce_resnet8_100e_digitslt.py'))
+    init_default_scope('mmpretrain')
+    assert cfg.train_dataloader.drop_last is True
+    model_cfg = cfg.model
+    model_cfg.backbone = dict(type='ResNet', depth=18, in_channels=1,
+                              out_indices=(3, ))
+    model_cfg.head.in_channels = 512
+    model_cfg.data_preprocessor = cfg.data_preprocessor
+
+    def one_epoch(drop_last):
+        torch.manual_seed(0)
+        model = MODELS.build(model_cfg)
+        optim = build_optim_wrapper(model, cfg.optim_wrapper)
+        loader = Runner.build_dataloader(dict(cfg.train_dataloader, drop_last=drop_last),
+                                         seed=0)
+        sizes = []
+        for data in loader:
+            sizes.append(len(data['data_samples']))
+            model.train_step(data, optim)
+        return sizes
+
+    assert one_epoch(True) == [64] * 5
+    with pytest.raises(ValueError, match='Expected more than 1 value per channel'):
+        one_epoch(False)

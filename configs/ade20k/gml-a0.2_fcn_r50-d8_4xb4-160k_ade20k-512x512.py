@@ -1,4 +1,4 @@
-# GML (Suh & Seo, ICML 2023; seed 003, Sec. 4.8 and appendix A.2) on ADE20K with
+# GML (Suh & Seo, ICML 2023, Sec. 4.8 and appendix A.2) on ADE20K with
 # FCN-R50-D8, mmseg's 160k recipe. α = 0.2: the paper's best mIoU (Table 9:
 # mIoU 38.1, mAcc 51.4 — the paper's numbers, not measured here).
 # Replaces upstream:

@@ -1,4 +1,4 @@
-# BCL (seed 004) on CIFAR-100-LT, imbalance factor 100, ResNet-32: the paper's
+# BCL (Zhu et al., CVPR 2022) on CIFAR-100-LT, imbalance factor 100, ResNet-32: the paper's
 # CIFAR recipe (BCL Sec. 4.2): λ 2.0, μ 0.6, τ 0.1, projection MLP 64 -> 512 ->
 # 128, batch 256, SGD momentum 0.9, weight decay 5e-4, 200 epochs, learning
 # rate warmed up to 0.15 over 5 epochs and divided by 10 at epochs 160 and 180.
@@ -6,7 +6,7 @@
 # SimAugment (SimCLR-style crop, flip, colour jitter, grayscale). mmpretrain
 # ships only the ImageNet AutoAugment policy set (the paper used the CIFAR-10
 # policies of [8]); swap in your own list of policies for an exact match.
-# Cosine classifier (scale 30), as the reference notes' framework.
+# Cosine classifier (scale 30), as in the authors' code.
 _base_ = [
     '../_base_/models/resnet32_cifar.py',
     '../_base_/datasets/cifar100_lt.py',

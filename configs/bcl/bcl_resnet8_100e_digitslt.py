@@ -1,4 +1,4 @@
-# BCL (seed 004) on digits-LT (rho = 60), same schedule and protocol as
+# BCL (Zhu et al., CVPR 2022) on digits-LT (rho = 60), same schedule and protocol as
 # configs/demo/reot_resnet8_100e_digitslt.py (100 epochs, batch 64, SGD cosine),
 # with the 3-view pipeline of _base_/datasets/digits_lt_multiview.py:
 # view 0 -> cosine classifier (scale 10) with logit compensation

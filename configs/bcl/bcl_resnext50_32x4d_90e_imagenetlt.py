@@ -1,4 +1,4 @@
-# BCL (seed 004) on ImageNet-LT with ResNeXt-50 32x4d (BCL Sec. 4.2, Table 6):
+# BCL (Zhu et al., CVPR 2022) on ImageNet-LT with ResNeXt-50 32x4d (BCL Sec. 4.2, Table 6):
 # λ 1.0, μ 0.35, τ 0.07, cosine classifier (scale 30), projection MLP
 # 2048 -> 2048 -> 1024, batch 256, SGD momentum 0.9, lr 0.1, weight decay 5e-4,
 # cosine schedule, 90 epochs. Views: v1 = RandAugment for the classifier,

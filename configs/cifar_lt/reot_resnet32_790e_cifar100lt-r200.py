@@ -2,7 +2,7 @@
 # code: batch 512, SGD momentum 0.9, weight decay 5e-4,
 # 790 epochs; prior r = 0.74·class ratio + 0.26·global batch ratio (Eq. 37);
 # λ schedule 'official' with t1/t2/t3 = 620/650/755 and Q^1.03 after t3.
-# The learning rate is not given in the notes: 0.2 (= 0.1 per 256 images)
+# The learning rate is not given by the paper: 0.2 (= 0.1 per 256 images)
 # with a 5-epoch warm-up and cosine decay is this project's choice.
 _base_ = [
     '../_base_/models/resnet32_cifar.py',

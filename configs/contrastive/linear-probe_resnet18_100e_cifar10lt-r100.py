@@ -43,6 +43,8 @@ param_scheduler = dict(
     _delete_=True, type='CosineAnnealingLR', T_max=100, by_epoch=True,
     begin=0, end=100)
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=10)
+# the batch of mmpretrain's cifar10_bs128 schedule (1 GPU x 128)
+auto_scale_lr = dict(base_batch_size=128, enable=False)
 
 custom_hooks = [
     dict(type='ClassStatisticsHook'),

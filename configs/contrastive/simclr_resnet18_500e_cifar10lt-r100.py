@@ -1,10 +1,10 @@
 # SimCLR on CIFAR-10-LT (imbalance factor 100, 12406 images), the contrastive
-# setting of RE-OT Table 3 (file 000; SimCLR 56.70 linear / 46.99 k-NN there).
+# setting of RE-OT Table 3 (SimCLR 56.70 linear / 46.99 k-NN there).
 # The loss is REOTContrastiveLoss with a uniform prior and the other view as
 # positive, i.e. exactly NT-Xent (RE-OT §4.1). The SupCon and RE-OT configs
 # inherit this recipe and change only the loss.
 #
-# Recipe (RE-OT's Appendix H.5 is not part of the seed text, so the backbone
+# Recipe (RE-OT's Appendix H.5 is not in the paper's main text, so the backbone
 # and schedule are this project's choice): CIFAR ResNet-18 (mmpretrain
 # ResNet_CIFAR, 512-d), projection MLP 512-512-128, τ = 0.1 for every method,
 # two SimCLR views (crop 0.2-1, flip, colour jitter 0.4/0.4/0.4/0.1 p=0.8,

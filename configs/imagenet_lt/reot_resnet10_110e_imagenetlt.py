@@ -1,4 +1,4 @@
-# RE-OT on ImageNet-LT with ResNet-10 (authors' code, reference notes §1):
+# RE-OT on ImageNet-LT with ResNet-10 (as in the authors' code):
 # batch 512 (8 GPUs x 64), SGD momentum 0.9, weight decay 5e-4, 110 epochs,
 # λ 'official' with t1/t2/t3 = 75/78/90, r from Eq. 37 with γ = 0.74.
 # Learning rate 0.2 with cosine decay is this project's choice (not released).

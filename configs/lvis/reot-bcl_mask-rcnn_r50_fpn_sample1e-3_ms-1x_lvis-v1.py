@@ -1,5 +1,5 @@
 # The RE-OT LVIS config plus a RoI-feature contrastive term: balanced
-# contrastive learning (BCL Eq. 9, seed 004) on the 1024-d shared RoI embedding
+# contrastive learning (BCL, Zhu et al., CVPR 2022, Eq. 9) on the 1024-d shared RoI embedding
 # of the foreground RoIs, through BCLShared2FCBBoxHead (a Shared2FCBBoxHead
 # that keeps the embedding for its loss). The classification loss stays the
 # inverse RE-OT loss with the class-ratio prior — at λ = 1 this is BCL's

@@ -10,7 +10,7 @@
 # * λ(t): 0 for epochs 1-6, ramp over epochs 7-8, 1 from epoch 9 on (the
 #   low-learning-rate part of the 1x schedule; milestones are fractions of
 #   max_epochs, so they follow a longer schedule). This project's choice: the
-#   paper's LVIS schedule (its Appendix H) is not in the seed text.
+#   paper's LVIS schedule (its Appendix H) is not in its main text.
 # * Instance counts: ClassStatisticsHook counts the LVIS training annotations
 #   once (below the RFS wrapper: the annotated, not the re-sampled,
 #   distribution) and gives them to the loss on every rank.

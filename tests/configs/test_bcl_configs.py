@@ -25,7 +25,7 @@ def test_bcl_configs_found():
             'bcl_resnet50_100e_inat2018.py'} <= names
 
 
-RECIPES = {  # (τ, λ, μ, projector out) from BCL Sec. 4.2 / reference notes §4
+RECIPES = {  # (τ, λ, μ, projector out) from BCL Sec. 4.2 and the authors' code
     'digitslt': (0.1, 2.0, 0.6, 128),
     'cifar': (0.1, 2.0, 0.6, 128),
     'imagenetlt': (0.07, 1.0, 0.35, 1024),

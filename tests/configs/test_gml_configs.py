@@ -59,7 +59,7 @@ def test_every_config_is_listed_and_parses():
 
 
 @pytest.mark.parametrize('name, K, k_m, D, tau_g, kd, lr, batch, epochs', [
-    # GML Table A.1, Sec. 4.2 and reference notes §3 (k_m 3 on ImageNet-LT)
+    # GML Table A.1, Sec. 4.2 and the authors' code (k_m 3 on ImageNet-LT)
     ('gml_resnet32_200e_cifar100lt-r100.py', 4096, 2, 32, 0.1, 1.0, 0.05, 64, 200),
     ('gml_resnet32_200e_cifar10lt-r100.py', 4096, 2, 32, 0.1, 1.0, 0.05, 64, 200),
     ('gml_resnext50_32x4d_90e_imagenetlt.py', 16384, 3, 1024, 0.07, 0.0, 0.05,
