@@ -11,11 +11,13 @@ and the overhead over CE (median of the per-round ratios; goal <= 5 %).
 * cls: ResNet-50 (every variant's backbone, so only the method differs),
   1000 classes, 224x224, batch 16, from configs/imagenet_lt (CE: the RE-OT
   config with mmpretrain's CrossEntropyLoss), configs/bcl and configs/gml
-  (ImageNet-LT). BCL and GML train on three views of each image (48 images
-  through the backbone) and GML also runs its frozen teacher (ResNet-50 here
+  (ImageNet-LT). BCL and GML load three views of each image, so they are
+  compared with CE on the same 48 images ("CE x3 views"): BCL passes all
+  three through the trained backbone; GML passes two (x_cls, x_q) through the
+  student and x_k through its frozen teacher, forward only (ResNet-50 here
   instead of the config's ResNeXt-101, so the teacher costs what the
-  student's backbone does), so they are also compared with CE on the same
-  48 images ("CE x3 views").
+  student's forward does), and embeds its whole queue (k = 16384) with the
+  key MLP every step.
 * det: Mask R-CNN R50-FPN, 1203 LVIS classes, one 512x512 image with a few
   boxes and masks: upstream mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py
   (CE) and configs/lvis (RE-OT RoI loss, RE-OT + BCL on RoI features).
