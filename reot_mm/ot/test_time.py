@@ -81,8 +81,8 @@ def sinkhorn_prediction(scores: torch.Tensor,
                         check_every: int = 10,
                         warn: bool = True,
                         memory: str = 'buffer',
-                        chunk_size: Optional[int] = None
-                        ) -> SinkhornPrediction:
+                        chunk_size: Optional[int] = None,
+                        sample_weight=None) -> SinkhornPrediction:
     """Sinkhorn prediction over a set of test samples (RE-OT §5, OTLM Alg. 1).
 
     Replaces the softmax (the plan of the relaxed set U(a)) by the plan of
@@ -110,6 +110,11 @@ def sinkhorn_prediction(scores: torch.Tensor,
         memory: ``'buffer'`` or ``'stream'``, see :func:`reot_sinkhorn`.
         chunk_size: rows per block of the blocked passes (None: about 2^20
             elements).
+        sample_weight: (N,) non-negative row masses, normalised here to sum
+            to 1 (a_i ∝ weight_i, e.g. the foreground probability of a
+            detector's RoI); None: a_i = 1/N. A zero-weight row takes no
+            part in the column constraint and is still refined,
+            softmax_j(s_ij/ε + g_j).
 
     Memory: besides the input and the (N, C) output ``probs``, one N x C
     temporary with ``memory='buffer'`` and none with ``'stream'``: the cost
@@ -122,7 +127,8 @@ def sinkhorn_prediction(scores: torch.Tensor,
     Raises:
         ValueError: a non-floating or non-(N, C) ``scores``, NaN or +inf
             scores, ε <= 0, or a ``target_prior`` of the wrong length,
-            negative or not summing to 1.
+            negative or not summing to 1; a ``sample_weight`` not of shape
+            (N,), negative, non-finite or summing to 0.
     """
     scores = check_matrix(scores, 'scores', '(N, C)')
     epsilon = check_positive(epsilon, 'epsilon')
@@ -139,12 +145,14 @@ def sinkhorn_prediction(scores: torch.Tensor,
     if torch.isnan(highest) or torch.isposinf(highest):
         raise ValueError('scores must be finite or -inf (a forbidden class); '
                          'got NaN or +inf')
+    a = None if sample_weight is None else _row_masses(sample_weight, n,
+                                                       scores.device, dtype)
     with torch.no_grad():
         # the output tensor first holds the cost -s ...
         probs = torch.empty((n, num_classes), dtype=dtype,
                             device=scores.device)
         probs.copy_(scores).neg_()
-        res = reot_sinkhorn(probs, epsilon, None,
+        res = reot_sinkhorn(probs, epsilon, a,
                             b.to(device=scores.device, dtype=dtype),
                             max_iter=max_iter, tol=tol,
                             check_every=check_every, grad='none', warn=warn,
@@ -155,6 +163,19 @@ def sinkhorn_prediction(scores: torch.Tensor,
         probs=probs, pred_label=pred, f=res.f, g=res.g,
         target_prior=b.to(scores.device), iterations=res.iterations,
         marginal_error=float(res.marginal_error), converged=res.converged)
+
+
+def _row_masses(weight, n: int, device, dtype) -> torch.Tensor:
+    """(N,) row marginal a ∝ ``weight``, summing to 1 (normalised in fp64)."""
+    w = torch.as_tensor(weight, dtype=torch.float64, device=device).detach()
+    if w.shape != (n, ):
+        raise ValueError(f'sample_weight must have shape ({n},), one weight '
+                         f'per row of scores, got {tuple(w.shape)}')
+    total = w.sum()
+    if not torch.isfinite(total) or (w < 0).any() or total <= 0:
+        raise ValueError('sample_weight must be finite, non-negative and sum '
+                         'to a positive number')
+    return (w / total).to(dtype)
 
 
 def _row_blocks(n: int, k: int, chunk_size: Optional[int]):
