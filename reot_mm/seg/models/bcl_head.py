@@ -1,0 +1,173 @@
+"""FCN decode head trained with balanced contrastive learning on pixels.
+
+Zhu et al., Balanced Contrastive Learning for Long-Tailed Visual Recognition,
+CVPR 2022 (BCL below), carried from images to the pixels of a semantic
+segmentation map the way :class:`reot_mm.det.bbox_heads.BCLShared2FCBBoxHead`
+carries it to RoIs:
+
+* classifier branch, L_LC (BCL Eq. 10): ``loss_decode`` on the (upsampled)
+  logits of every labelled pixel, i.e. ``REOTPixelLoss(prior='class_ratio')``
+  = CE(φ + log π, y) per pixel with π the training pixel frequencies (the
+  same prior-shifted CE BCL's ``logit_compensated_cross_entropy`` calls);
+* contrastive branch, L_BCL (BCL Eq. 9): up to ``pixels_per_class`` labelled
+  pixels of every class of every image (at the head's feature resolution,
+  labels resized by nearest neighbour) are the batch. Each pixel is one view;
+  pixels of the same class — from one image or several — are positives of
+  each other. Embeddings z = g(h_p) (Linear-BN-ReLU-Linear), prototypes
+  c_j = g_c(w_j) from the rows of the 1×1 classifier ``conv_seg`` (BCL's
+  class-complement: every class is a candidate, gradients reach the
+  classifier through them); class-averaging as in Eq. 9. The maths is
+  :class:`reot_mm.losses.BCLLoss` (built with ``lc_weight=0``), which
+  all-gathers the pixels under DDP so n_j counts the global batch.
+
+This file selects pixels, builds the projections and calls the loss; it holds
+no loss maths. Inference is ``FCNHead``'s (the projections are training-only).
+"""
+from typing import Optional
+
+import torch
+from mmseg.models.decode_heads import FCNHead
+from mmseg.registry import MODELS
+
+from reot_mm import dist
+from reot_mm.models.projection import ProjectionMLP
+from reot_mm.seg.models.pixel_sampling import labels_at, sample_pixels_per_class
+
+
+def check_pixel_labels(labels: torch.Tensor, num_classes: int,
+                       ignore_index: Optional[int], owner: str) -> None:
+    """Raise if a label map holds a value outside [0, C) that is not ignored.
+
+    Args:
+        labels: (B, h, w) integer labels.
+        num_classes: C of the head.
+        ignore_index: the head's ignore label.
+        owner: the head's name, for the message.
+
+    Raises:
+        ValueError: naming the values, ``num_classes`` and ``ignore_index``.
+    """
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bool(bad.any()):
+        values = torch.unique(labels[bad]).tolist()
+        raise ValueError(
+            f'{owner}: pixel labels {values[:10]} are outside the classes '
+            f'[0, num_classes={num_classes}) and not ignore_index='
+            f'{ignore_index}; check num_classes, reduce_zero_label and the '
+            'label maps')
+
+
+@MODELS.register_module()
+class BCLFCNHead(FCNHead):
+    """``FCNHead`` plus BCL (Eq. 9) on sampled pixel features.
+
+    :meth:`loss` returns the parent's losses (``loss_decode``: give it
+    ``REOTPixelLoss(prior='class_ratio')`` for BCL's logit compensation,
+    Eq. 10) plus ``loss_bcl`` = μ·L_BCL from the same forward pass.
+
+    Pixels with no batch: a batch whose images hold fewer than two sampled
+    pixels (BatchNorm in g needs two rows) contributes no anchor; its
+    ``loss_bcl`` is then 0 with every projection parameter in the graph. Under
+    DDP such a rank still joins the loss's all-gathers with zero rows (its
+    peers' pixels are the batch); when no rank has a pixel every rank returns
+    0 without calling the loss (decided from one all-reduced count).
+
+    Args:
+        loss_contrast: config of the contrastive loss; default
+            ``BCLLoss(lc_weight=0, bcl_weight=0.35, temperature=0.07)`` (BCL's
+            ImageNet-LT / iNat recipe: μ = 0.35, τ = 0.07).
+        contrast_channels: D, the embedding dimension of g and g_c.
+        contrast_hidden_channels: hidden width of g and g_c (default
+            ``channels``).
+        pixels_per_class: pixels sampled per class per image (>= 1).
+        **kwargs: ``FCNHead`` / ``BaseDecodeHead`` arguments.
+    """
+
+    def __init__(self,
+                 loss_contrast: Optional[dict] = None,
+                 contrast_channels: int = 128,
+                 contrast_hidden_channels: Optional[int] = None,
+                 pixels_per_class: int = 8,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if loss_contrast is None:
+            loss_contrast = dict(type='BCLLoss', lc_weight=0.0,
+                                 bcl_weight=0.35, temperature=0.07)
+        if float(loss_contrast.get('lc_weight', 1.0)) != 0.0:
+            raise ValueError(
+                'BCLFCNHead: loss_contrast must have lc_weight=0 — the '
+                "classification term is the head's loss_decode — got "
+                f"lc_weight={loss_contrast.get('lc_weight', 1.0)!r}")
+        if isinstance(pixels_per_class, bool) or \
+                int(pixels_per_class) != pixels_per_class or pixels_per_class < 1:
+            raise ValueError('BCLFCNHead: pixels_per_class must be an integer '
+                             f'>= 1, got {pixels_per_class!r}')
+        self.pixels_per_class = int(pixels_per_class)
+        self.loss_contrast = MODELS.build(loss_contrast)
+        self.contrast_projector = ProjectionMLP(
+            self.channels, contrast_hidden_channels, contrast_channels)
+        self.prototype_projector = ProjectionMLP(
+            self.channels, contrast_hidden_channels, contrast_channels)
+
+    def loss(self, inputs, batch_data_samples, train_cfg) -> dict:
+        """L_LC (``loss_decode``) + μ·L_BCL from one forward pass."""
+        features = self._forward_feature(inputs)
+        losses = self.loss_by_feat(self.cls_seg(features), batch_data_samples)
+        losses.update(self.contrast_loss_by_feat(features, batch_data_samples))
+        return losses
+
+    def sample_rows(self, features: torch.Tensor, batch_data_samples):
+        """The contrastive batch: sampled pixels' features and labels.
+
+        Args:
+            features: (B, channels, h, w) head features (before dropout).
+
+        Returns:
+            ``(rows (N, channels), labels (N,))``, grouped by image and class.
+        """
+        seg_label = self._stack_batch_gt(batch_data_samples)[:, 0]
+        labels = labels_at(seg_label, features.shape[-2:])
+        check_pixel_labels(labels, self.out_channels, self.ignore_index,
+                           type(self).__name__)
+        picked = sample_pixels_per_class(labels, self.pixels_per_class,
+                                         self.ignore_index)
+        channels = features.shape[1]
+        rows = features.flatten(2).transpose(1, 2).reshape(-1, channels)
+        return rows[picked], labels.reshape(-1)[picked]
+
+    def contrast_loss_by_feat(self, features: torch.Tensor,
+                              batch_data_samples) -> dict:
+        """μ·L_BCL (Eq. 9) for (B, channels, h, w) head features.
+
+        Returns:
+            dict with ``loss_bcl``.
+        """
+        rows, target = self.sample_rows(features, batch_data_samples)
+        num_classes = self.out_channels
+        # (C, channels) classifier rows -> prototypes; gradients reach conv_seg
+        prototypes = self.prototype_projector(
+            self.conv_seg.weight.flatten(1))
+        # every projection parameter stays in the graph (DDP without
+        # find_unused_parameters), whatever the rows
+        anchor = prototypes.sum() * 0.0 + sum(
+            p.sum() for p in self.contrast_projector.parameters()) * 0.0
+        if target.numel() < 2:
+            # BatchNorm in g needs two rows: this rank has no anchor
+            rows, target = rows[:0], target[:0]
+            projected = rows.new_zeros(0, self.contrast_projector.out_channels)
+        else:
+            projected = self.contrast_projector(rows)
+        total = target.numel()
+        if dist.is_distributed():
+            total = int(dist.all_reduce_sum(
+                torch.tensor(float(total), device=features.device)))
+        if total == 0:
+            return {'loss_bcl': anchor}
+        # the loss normalises embeddings and prototypes; its (N, C) score
+        # argument is only a shape check when lc_weight = 0
+        scores = projected.new_zeros(target.numel(), num_classes)
+        losses = self.loss_contrast(scores, target, projected[:, None],
+                                    prototypes)
+        return {key: value + anchor for key, value in losses.items()}
