@@ -8,6 +8,8 @@ from .bbox_heads import BCLShared2FCBBoxHead
 from .hooks import LVISAnnotationCheckHook
 from .lvis_checks import (check_lvis_categories, check_lvis_dataset,
                           check_lvis_images, model_num_classes)
+from .test_time_head import REOTShared2FCBBoxHead
 
 __all__ = ['BCLShared2FCBBoxHead', 'LVISAnnotationCheckHook', 'check_lvis_categories',
-           'check_lvis_dataset', 'check_lvis_images', 'model_num_classes']
+           'check_lvis_dataset', 'check_lvis_images', 'model_num_classes',
+           'REOTShared2FCBBoxHead']
