@@ -26,6 +26,33 @@ A student may implement ``teacher_inputs(inputs)`` (which view the teacher
 sees; default: the same inputs) and ``loss_with_teacher(inputs, data_samples,
 teacher_outputs)``. A plain mmpretrain classifier without the latter is
 trained through its head with ``teacher_probs`` passed to the head's loss.
+
+Students whose teacher outputs are not pooled image features (mmdet / mmseg
+models: RoI or pixel features) define the outputs themselves. The contract,
+all methods of the student:
+
+* ``teacher_outputs_for(teacher, inputs, data_samples)`` — optional. If
+  defined, the wrapper calls it (instead of :meth:`teacher_outputs`) with the
+  frozen teacher in eval mode, under ``torch.no_grad()``, on the
+  preprocessed batch; the result (any object, e.g. a dict of the teacher's
+  neck features) is what ``loss_with_teacher`` and
+  ``enqueue_teacher_features`` receive as teacher outputs. A part that can
+  only be evaluated later, on something the student computes in its own
+  forward (e.g. the teacher's RoI features for the RoIs the student samples),
+  may be returned as a function; such a function must disable gradients
+  itself, because it runs outside the wrapper's ``no_grad`` block.
+* ``loss_with_teacher(inputs, data_samples, teacher_outputs)`` — required
+  with ``teacher_outputs_for``; returns the loss dict.
+* ``enqueue_teacher_features(teacher_outputs, data_samples)`` — for
+  ``GMLQueueHook``'s teacher pre-fill (:meth:`TeacherStudent.prefill_step`);
+  may return the number of items enqueued.
+* ``check_teacher(teacher)`` — optional, called once when the model is built
+  (e.g. the teacher's RoI feature width against the student's key MLP); it
+  raises ``ValueError`` on a mismatch.
+
+Prediction and ``mode='tensor'`` run the student alone, so testing a student
+checkpoint needs no teacher file (``tools/test.py`` drops
+``teacher_checkpoint``).
 """
 import os.path as osp
 from typing import Dict, List, Optional, Union
@@ -146,6 +173,10 @@ class TeacherStudent(BaseModel):
         return self._teacher
 
     def _check_feature_dims(self) -> None:
+        check = getattr(self.student, 'check_teacher', None)
+        if callable(check):
+            check(self._teacher)
+            return
         expected = getattr(self.student, 'teacher_feat_dim', None)
         head = getattr(self._teacher, 'head', None)
         actual = getattr(head, 'in_channels', None)
@@ -229,7 +260,28 @@ class TeacherStudent(BaseModel):
             return self.loss(inputs, data_samples)
         return self.student(inputs, data_samples, mode=mode)
 
+    def _student_defined_outputs(self, inputs, data_samples):
+        """The student's ``teacher_outputs_for`` under ``no_grad``, or None
+        when the student does not define it."""
+        outputs_for = getattr(self.student, 'teacher_outputs_for', None)
+        if not callable(outputs_for):
+            return None
+        self._require_teacher()
+        if self._teacher.training:
+            self._teacher.eval()
+        with torch.no_grad():
+            return outputs_for(self._teacher, inputs, data_samples)
+
     def loss(self, inputs, data_samples: List) -> Dict[str, torch.Tensor]:
+        outputs = self._student_defined_outputs(inputs, data_samples)
+        if outputs is not None:
+            with_teacher = getattr(self.student, 'loss_with_teacher', None)
+            if not callable(with_teacher):
+                raise TypeError(
+                    f'{type(self.student).__name__} defines teacher_outputs_for '
+                    'but not loss_with_teacher(inputs, data_samples, '
+                    'teacher_outputs)')
+            return with_teacher(inputs, data_samples, outputs)
         outputs = self.teacher_outputs(self._teacher_inputs(inputs))
         with_teacher = getattr(self.student, 'loss_with_teacher', None)
         if callable(with_teacher):
@@ -247,7 +299,8 @@ class TeacherStudent(BaseModel):
         Used by ``GMLQueueHook`` to fill the class-wise queues before training.
         The student must implement ``enqueue_teacher_features(features,
         data_samples)``; if it has ``key_inputs(inputs)``, only that view is
-        encoded.
+        encoded. A student with ``teacher_outputs_for`` receives its own
+        teacher outputs instead of ``features`` (module docstring).
 
         Returns:
             The number of local items enqueued.
@@ -258,6 +311,11 @@ class TeacherStudent(BaseModel):
                             'enqueue_teacher_features(features, data_samples); '
                             'it cannot be pre-filled')
         data = self.data_preprocessor(data_batch, False)
+        outputs = self._student_defined_outputs(data['inputs'],
+                                                data['data_samples'])
+        if outputs is not None:
+            enqueued = enqueue(outputs, data['data_samples'])
+            return int(enqueued) if enqueued is not None else 0
         # only the queue's view when the student names it (no KD view here)
         select = getattr(self.student, 'key_inputs', None)
         inputs = select(data['inputs']) if callable(select) \

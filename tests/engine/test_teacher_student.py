@@ -184,3 +184,85 @@ def test_feature_mismatch_and_untrained_teacher(teacher_file):
               mode='loss')
     # inference needs no teacher
     assert len(model(torch.randn(2, 1, 8, 8), None, mode='predict')) == 2
+
+
+class _StudentDefinedOutputs:
+    """Mixin of the dense-model contract (module docstring of
+    ``reot_mm.engine.teacher_student``): the student computes its own teacher
+    outputs; the wrapper supplies the frozen teacher and ``no_grad``."""
+
+    def teacher_outputs_for(self, teacher, inputs, data_samples):
+        self.calls.append(dict(grad=torch.is_grad_enabled(),
+                               teacher_training=teacher.training,
+                               samples=len(data_samples)))
+        features = teacher.extract_feat(inputs)[-1]
+
+        def later(rows):  # evaluated inside the student's forward
+            with torch.no_grad():
+                return teacher.head.fc(features[rows])
+        return dict(features=features, later=later)
+
+    def loss_with_teacher(self, inputs, data_samples, teacher_outputs):
+        scores = self.head(self.extract_feat(inputs))
+        target = torch.cat([s.gt_label for s in data_samples])
+        teacher_scores = teacher_outputs['later'](torch.arange(len(target)))
+        return dict(loss=torch.nn.functional.cross_entropy(scores, target),
+                    teacher_scores=teacher_scores)
+
+    def enqueue_teacher_features(self, teacher_outputs, data_samples):
+        self.enqueued.append(teacher_outputs['features'])
+        return len(data_samples)
+
+
+def test_student_defined_teacher_outputs_contract(teacher_file):
+    """A student with teacher_outputs_for gets its own outputs, computed
+    under no_grad with the eval-mode teacher, in loss_with_teacher and in the
+    queue pre-fill; check_teacher runs at build; prediction needs no teacher."""
+    from mmpretrain.models import ImageClassifier
+    path, _ = teacher_file
+
+    class Student(_StudentDefinedOutputs, ImageClassifier):
+        pass
+
+    def student():
+        torch.manual_seed(1)
+        model = Student(**{k: v for k, v in classifier().items()
+                           if k != 'type'})
+        model.calls, model.enqueued = [], []
+        return model
+
+    model = build(path, student=student())
+    model.train()
+    inputs = torch.randn(4, 1, 8, 8)
+    samples = [DataSample().set_gt_label(i % 4) for i in range(4)]
+    losses = model(inputs, samples, mode='loss')
+    assert model.student.calls == [dict(grad=False, teacher_training=False,
+                                        samples=4)]
+    assert not losses['teacher_scores'].requires_grad
+    expected = model.teacher.head.fc(model.teacher.extract_feat(inputs)[-1])
+    torch.testing.assert_close(losses['teacher_scores'], expected)
+    losses['loss'].backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    # GMLQueueHook's pre-fill hands the same outputs to the queue
+    batch = dict(inputs=[torch.randn(1, 8, 8) for _ in range(4)],
+                 data_samples=samples)
+    assert model.prefill_step(batch) == 4
+    assert model.student.enqueued[0].shape == (4, 64)
+    # untrained teacher: training refuses, prediction runs
+    untrained = build(None, student=student())
+    with pytest.raises(RuntimeError, match='teacher_checkpoint'):
+        untrained(inputs, samples, mode='loss')
+    assert len(untrained(inputs, None, mode='predict')) == 4
+    # check_teacher runs when the model is built and its error propagates
+    bad = student()
+
+    def check_teacher(teacher):
+        raise ValueError('teacher RoI features are 64-d, key MLP takes 32')
+    bad.check_teacher = check_teacher
+    with pytest.raises(ValueError, match='key MLP takes 32'):
+        build(path, student=bad)
+    # teacher_outputs_for without loss_with_teacher: a clear error
+    no_loss = student()
+    no_loss.loss_with_teacher = None
+    with pytest.raises(TypeError, match='loss_with_teacher'):
+        build(path, student=no_loss)(inputs, samples, mode='loss')
