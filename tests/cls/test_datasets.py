@@ -8,7 +8,8 @@ import torch
 from mmpretrain.registry import DATASETS
 
 import reot_mm  # noqa: F401  (registers the datasets)
-from reot_mm.cls.datasets import exponential_profile, subsample_long_tailed
+from reot_mm.cls.datasets import (TEST_DISTRIBUTIONS, exponential_profile,
+                                  shifted_test_counts, subsample_long_tailed)
 
 
 def reference_profile(n_max, num_classes, rho):
@@ -90,17 +91,24 @@ def _digits_source():
 
 def test_digits_lt_splits():
     train = DATASETS.build(dict(type='DigitsLT', split='train'))
+    val = DATASETS.build(dict(type='DigitsLT', split='val'))
     test = DATASETS.build(dict(type='DigitsLT', split='test'))
-    expected_train = reference_profile(120, 10, 60)
+    expected_train = reference_profile(100, 10, 60)
+    assert expected_train == [100, 63, 40, 25, 16, 10, 6, 4, 2, 1]
     assert np.bincount(train.get_gt_labels(),
                        minlength=10).tolist() == expected_train
+    assert np.bincount(val.get_gt_labels(), minlength=10).tolist() == [20] * 10
     assert np.bincount(test.get_gt_labels(), minlength=10).tolist() == [50] * 10
-    assert len(train) == sum(expected_train)
-    assert np.intersect1d(train.source_indices, test.source_indices).size == 0
+    assert len(train) == sum(expected_train) == 267
+    # the three splits never share an image
+    for first, second in ((train, val), (train, test), (val, test)):
+        assert np.intersect1d(first.source_indices,
+                              second.source_indices).size == 0
     assert train.metainfo['classes'] == tuple('0123456789')
 
     images, targets = _digits_source()
-    for split in (train, test):
+    for split in (train, val, test):
+        assert np.unique(split.source_indices).size == len(split)
         # Every item is the scaled source image with its own label.
         for index in (0, len(split) // 2, len(split) - 1):
             info = split.get_data_info(index)
@@ -112,12 +120,77 @@ def test_digits_lt_splits():
                 info['img'][..., 0], np.rint(images[source] * 255 / 16))
 
 
+def test_digits_lt_test_split_independent_of_val_and_train():
+    """The test draw comes first: neither the val size nor the train profile
+    changes which images are test images (the test split of the version
+    without a val split, which drew test then train the same way)."""
+    test = DATASETS.build(dict(type='DigitsLT', split='test'))
+    other = DATASETS.build(dict(type='DigitsLT', split='test', val_per_class=5,
+                                max_per_class=60, imbalance_factor=10))
+    np.testing.assert_array_equal(test.source_indices, other.source_indices)
+    _, targets = _digits_source()
+    rng = np.random.default_rng(0)
+    expected = np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(targets == c), 50, replace=False)
+        for c in range(10)]))
+    np.testing.assert_array_equal(test.source_indices, expected)
+
+
 def test_digits_lt_is_deterministic_and_seeded():
-    first = DATASETS.build(dict(type='DigitsLT', seed=5))
-    again = DATASETS.build(dict(type='DigitsLT', seed=5))
-    other = DATASETS.build(dict(type='DigitsLT', seed=6))
-    np.testing.assert_array_equal(first.source_indices, again.source_indices)
-    assert not np.array_equal(first.source_indices, other.source_indices)
+    for split in ('train', 'val', 'test'):
+        first = DATASETS.build(dict(type='DigitsLT', split=split, seed=5))
+        again = DATASETS.build(dict(type='DigitsLT', split=split, seed=5))
+        other = DATASETS.build(dict(type='DigitsLT', split=split, seed=6))
+        np.testing.assert_array_equal(first.source_indices,
+                                      again.source_indices)
+        assert not np.array_equal(first.source_indices, other.source_indices)
+
+
+@pytest.mark.parametrize('distribution', ['forward-50', 'forward-5',
+                                          'backward-2', 'backward-50'])
+def test_digits_lt_shifted_test_split(distribution):
+    """SADE's shifted test sets: a subset of the uniform test split whose
+    counts fall (forward) or rise (backward) along the training order."""
+    uniform = DATASETS.build(dict(type='DigitsLT', split='test'))
+    shifted = DATASETS.build(dict(type='DigitsLT', split='test',
+                                  test_distribution=distribution))
+    counts = np.bincount(shifted.get_gt_labels(), minlength=10)
+    direction, ratio = distribution.split('-')
+    profile = reference_profile(50, 10, int(ratio))
+    # digits' class 0 is the training head
+    expected = profile if direction == 'forward' else profile[::-1]
+    assert counts.tolist() == expected
+    assert np.isin(shifted.source_indices, uniform.source_indices).all()
+    again = DATASETS.build(dict(type='DigitsLT', split='test',
+                                test_distribution=distribution))
+    np.testing.assert_array_equal(shifted.source_indices, again.source_indices)
+    # the train and val splits ignore the test distribution
+    train = DATASETS.build(dict(type='DigitsLT', split='train',
+                                test_distribution=distribution))
+    np.testing.assert_array_equal(
+        train.source_indices,
+        DATASETS.build(dict(type='DigitsLT', split='train')).source_indices)
+
+
+def test_shifted_test_counts_follow_training_order_not_index():
+    # the head is class 2, the tail class 0; a tie (classes 1 and 3) keeps
+    # the class-index order
+    train = [5, 50, 100, 50]
+    forward = shifted_test_counts(40, train, 'forward-10')
+    backward = shifted_test_counts(40, train, 'backward-10')
+    profile = reference_profile(40, 4, 10)  # [40, 18, 8, 4]
+    assert forward == [profile[3], profile[1], profile[0], profile[2]]
+    assert backward == [profile[0], profile[2], profile[3], profile[1]]
+    assert shifted_test_counts(40, train, 'uniform') == [40] * 4
+    assert sum(forward) == sum(backward) == sum(profile)
+    assert set(TEST_DISTRIBUTIONS) == {'uniform'} | {
+        f'{d}-{r}' for d in ('forward', 'backward') for r in (2, 5, 10, 25, 50)}
+
+
+@pytest.mark.parametrize('bad', ['forward-3', 'Uniform', 'backward', None])
+def test_shifted_test_counts_rejects_unknown_distribution(bad):
+    with pytest.raises(ValueError, match='test_distribution must be one of'):
+        shifted_test_counts(50, [10, 5], bad)
 
 
 def test_digits_lt_pipeline_upscale_and_lazy_init():
@@ -141,14 +214,20 @@ def test_digits_lt_pipeline_upscale_and_lazy_init():
     lazy = DATASETS.build(dict(type='DigitsLT', lazy_init=True))
     assert not lazy._fully_initialized
     assert len(lazy.metainfo['classes']) == 10
-    assert len(lazy) == sum(reference_profile(120, 10, 60))
+    assert len(lazy) == sum(reference_profile(100, 10, 60))
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(split='val'), 'split'),
+    (dict(split='validation'), 'split'),
     (dict(imbalance_factor=0.5), 'imbalance_factor'),
     (dict(upscale=0), 'upscale'),
-    (dict(max_per_class=150), 'max_per_class'),
+    (dict(val_per_class=0), 'val_per_class'),
+    (dict(test_distribution='forward-100'), 'test_distribution'),
+    # 50 test + 20 val + 105 train > 174, the smallest digits class
+    (dict(max_per_class=105), 'val_per_class'),
+    # 20 / 25 < 1: a shifted test class would keep no image
+    (dict(test_per_class=20, test_distribution='forward-25'),
+     'test_distribution .* needs at least 25'),
 ])
 def test_digits_lt_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -117,3 +117,64 @@ def subsample_long_tailed(labels: Sequence[int], counts: Sequence[int],
     if not chosen:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+#: Test-class distributions of the test-agnostic protocol (SADE, "Self-
+#: Supervised Aggregation of Diverse Experts for Test-Agnostic Long-Tailed
+#: Recognition", NeurIPS 2022, arXiv 2107.09249, Sec. 5.1): 'uniform', or an
+#: exponential profile of ratio rho_t that follows the training order
+#: ('forward-rho_t': the training head keeps the most test images) or runs
+#: against it ('backward-rho_t').
+TEST_DISTRIBUTIONS = ('forward-50', 'forward-25', 'forward-10', 'forward-5',
+                      'forward-2', 'uniform', 'backward-2', 'backward-5',
+                      'backward-10', 'backward-25', 'backward-50')
+
+
+def shifted_test_counts(per_class: int, train_counts: Sequence[int],
+                        distribution: str = 'uniform') -> List[int]:
+    """Per-class test counts of a shifted test distribution (SADE protocol).
+
+    ``'uniform'`` keeps ``per_class`` images of every class. ``'forward-R'``
+    gives the classes, sorted by their training counts from most to fewest
+    (ties by class index), the counts ``exponential_profile(per_class, C, R)``
+    from ``per_class`` down to ``floor(per_class / R)``; ``'backward-R'``
+    gives the same counts in the reverse order (the training tail keeps the
+    most). The order comes from ``train_counts``, not from the class index, so
+    the rule holds for datasets whose head is not class 0.
+
+    Args:
+        per_class (int): Test images per class of the balanced test split,
+            the most any class keeps.
+        train_counts (Sequence[int]): Training images per class, shape (C,).
+        distribution (str): One of :data:`TEST_DISTRIBUTIONS`.
+            Defaults to ``'uniform'``.
+
+    Returns:
+        list[int]: ``C`` counts, indexed by class.
+
+    Raises:
+        ValueError: If ``distribution`` is not one of
+            :data:`TEST_DISTRIBUTIONS`, or the profile leaves a class without
+            a test image (``per_class / R < 1``).
+    """
+    if distribution not in TEST_DISTRIBUTIONS:
+        raise ValueError(
+            f'test_distribution must be one of {list(TEST_DISTRIBUTIONS)}, '
+            f'got {distribution!r}')
+    train_counts = np.asarray(train_counts)
+    num_classes = train_counts.size
+    if distribution == 'uniform':
+        return [int(per_class)] * num_classes
+    direction, ratio = distribution.split('-')
+    if per_class < float(ratio):
+        raise ValueError(
+            f'test_distribution {distribution!r} needs at least {ratio} test '
+            f'images per class so that every class keeps one, got {per_class}')
+    profile = exponential_profile(per_class, num_classes, float(ratio))
+    # most training images first; a stable sort breaks ties by class index
+    by_train = np.argsort(-train_counts, kind='stable')
+    if direction == 'backward':
+        profile = profile[::-1]
+    counts = np.zeros(num_classes, dtype=np.int64)
+    counts[by_train] = profile
+    return counts.tolist()
