@@ -7,5 +7,16 @@ as OpenMMLab uses it, so mmengine is imported before any test module: then the
 first ``import reot_mm`` (or ``reot_mm.<sub-package>``) in the session
 registers everything, whichever test file comes first. The light-import
 behaviour itself is tested in fresh subprocesses (tests/test_light_imports.py).
+
+This folder goes on ``sys.path`` so that every test can ``import helpers``
+(tests/helpers.py: free ports, forked gloo ranks, torchrun and tools/train.py
+runs); ``--import-mode=importlib`` does not add it.
 """
+import os.path as osp
+import sys
+
 import mmengine  # noqa: F401
+
+HERE = osp.dirname(osp.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)

@@ -16,7 +16,6 @@ from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from reot_mm import dist
 from reot_mm.models.projection import ProjectionMLP
 
 
@@ -150,10 +149,12 @@ class BCLShared2FCBBoxHead(Shared2FCBBoxHead):
         # keep every projection parameter in the graph (DDP) even when no
         # RoI is foreground
         anchor = (projected.sum() + prototypes.sum()) * 0.0
-        if fg_labels.numel() == 0 and not dist.is_distributed():
+        if fg_labels.numel() == 0 and \
+                not self.loss_contrast.gathers_across_ranks:
             # no contrastive batch (the loss refuses an empty one): zero.
-            # Under DDP the loss is still called, so this rank joins the
-            # all-gather of the other ranks' embeddings.
+            # When the loss all-gathers across DDP ranks it is still called
+            # with zero rows, so this rank joins the other ranks' gathers
+            # (forward and backward) and contributes 0.
             return {'loss_bcl': anchor}
         # the loss normalises embeddings and prototypes; its (B, C) score
         # argument is only a shape check when lc_weight = 0

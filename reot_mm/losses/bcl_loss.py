@@ -155,6 +155,14 @@ class BCLLoss(CountAwareModule):
         return self.lc_weight > 0
 
     @property
+    def gathers_across_ranks(self) -> bool:
+        """Whether ``forward`` all-gathers the contrastive batch now (DDP and
+        ``gather_across_ranks``). Then every rank must call it each step,
+        a rank without samples too (with zero rows), or the others wait."""
+        return self.gather_across_ranks and self.bcl_weight > 0 \
+            and dist.is_distributed()
+
+    @property
     def needs_prototypes(self) -> bool:
         return self.bcl_weight > 0 and (self.class_complement
                                         or self.form == 'L3')
@@ -180,7 +188,10 @@ class BCLLoss(CountAwareModule):
 
         Args:
             cls_score: (B, C) classifier logits of view v1.
-            target: (B,) integer labels.
+            target: (B,) integer labels. B = 0 is accepted only while the
+                loss gathers across ranks (:attr:`gathers_across_ranks`): a
+                rank without samples joins the other ranks' collectives and
+                contributes 0 (with a graph, as DDP needs).
             embeddings: (B, V, D) projections of the V ≥ 1 contrastive views
                 (V = 2: v2, v3), normalised here if ``normalize``.
             prototypes: (C, D) prototype projections g_c(w_j); required with
@@ -195,9 +206,11 @@ class BCLLoss(CountAwareModule):
             raise ValueError(f'cls_score must have shape (B, C), got '
                              f'{tuple(cls_score.shape)}')
         batch, num_classes = cls_score.shape
-        if batch == 0:
-            raise ValueError('cls_score has no rows (an empty batch); '
-                             'expected (B, C) with B >= 1 samples')
+        if batch == 0 and not self.gathers_across_ranks:
+            raise ValueError(
+                'cls_score has no rows (an empty batch); expected (B, C) with '
+                'B >= 1 samples (B = 0 only under DDP with '
+                'gather_across_ranks=True, where the rank joins the gather)')
         if self.num_classes is not None and num_classes != self.num_classes:
             raise ValueError(f'cls_score has {num_classes} classes but '
                              f'num_classes is {self.num_classes}')
@@ -219,7 +232,11 @@ class BCLLoss(CountAwareModule):
                 f'prototypes must have shape ({num_classes}, D), got '
                 f'{tuple(prototypes.shape)}')
         losses = {}
-        if self.lc_weight > 0:
+        if self.lc_weight > 0 and batch == 0:
+            # a rank without samples under DDP: nothing to average, but the
+            # classifier stays in the graph
+            losses['loss_lc'] = cls_score.sum() * 0.0
+        elif self.lc_weight > 0:
             lc = logit_compensated_cross_entropy(
                 cls_score, target, self.log_prior(num_classes),
                 class_weight=self.class_weight, prior_scale=self.prior_scale)
@@ -255,6 +272,12 @@ class BCLLoss(CountAwareModule):
             # n_j counts the global batch; gradients flow back to each rank
             everything, offset = dist.gather_rows(local, with_grad=True)
             all_labels = dist.gather_rows(local_labels)[0]
+            if everything.shape[0] == 0:
+                # no rank has a sample (every rank sees it, so every rank
+                # skips the rest alike): zero, with the local graph
+                zero = local.sum() * 0.0
+                return zero if prototypes is None else \
+                    zero + prototypes.sum() * 0.0
         per_anchor, valid = balanced_contrastive_loss(
             everything, all_labels, prototypes, self.temperature,
             form=self.form, class_complement=self.class_complement,
