@@ -5,6 +5,7 @@ register into ``mmdet.registry``; the RoI loss itself (``REOTRoILoss``) is
 task-agnostic math in :mod:`reot_mm.losses` (mmengine's root ``MODELS``).
 """
 from .bbox_heads import BCLShared2FCBBoxHead
+from .gml_bbox_head import GMLMaskRCNN, GMLShared2FCBBoxHead  # noqa: F401
 from .hooks import LVISAnnotationCheckHook
 from .lvis_checks import (check_lvis_categories, check_lvis_dataset,
                           check_lvis_images, model_num_classes)
