@@ -62,7 +62,7 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
-__all__ = ['TeacherStudent', 'load_teacher_checkpoint']
+__all__ = ['TeacherStudent', 'load_teacher_checkpoint', 'teacher_model_config']
 
 TEACHER_PREFIX = 'teacher.'
 
@@ -110,6 +110,29 @@ def load_teacher_checkpoint(teacher: nn.Module, filename: str,
             f'from model.teacher (strict loading): {error}') from None
 
 
+def teacher_model_config(filename: str) -> dict:
+    """The ``model`` of a config file: a path, or ``package::path`` of an
+    OpenMMLab package (e.g. ``'mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'``).
+
+    Raises:
+        FileNotFoundError: no such config file.
+        ValueError: the config has no ``model``.
+    """
+    from mmengine.config import Config
+    if '::' in filename:
+        from mmengine.hub import get_config
+        cfg = get_config(filename)
+    else:
+        if not osp.isfile(filename):
+            raise FileNotFoundError(
+                f'teacher config {filename!r} (model.teacher) does not exist')
+        cfg = Config.fromfile(filename)
+    if 'model' not in cfg:
+        raise ValueError(f'teacher config {filename!r} (model.teacher) has no '
+                         'model')
+    return cfg.model
+
+
 @MODELS.register_module()
 class TeacherStudent(BaseModel):
     """Student model plus a frozen teacher loaded from a checkpoint.
@@ -117,7 +140,9 @@ class TeacherStudent(BaseModel):
     Args:
         student: config of the trained model (e.g. ``GMLClassifier``).
         teacher: config of the teacher (e.g. the ``ImageClassifier`` of the
-            teacher's training config).
+            teacher's training config), or the file name of the teacher's
+            training config (a path or ``mmdet::...``), whose ``model`` is
+            used.
         teacher_checkpoint: the teacher's weights, loaded strictly when the
             model is built. None builds an untrained teacher and refuses to
             train (allowed for inference-only use, e.g. ``tools/test.py``).
@@ -148,6 +173,8 @@ class TeacherStudent(BaseModel):
         self.student = MODELS.build(student) if isinstance(student, dict) else student
         if data_preprocessor is None and hasattr(self.student, 'data_preprocessor'):
             self.data_preprocessor = self.student.data_preprocessor
+        if isinstance(teacher, str):
+            teacher = teacher_model_config(teacher)
         teacher_model = MODELS.build(teacher) if isinstance(teacher, dict) else teacher
         self.teacher_checkpoint = teacher_checkpoint
         if teacher_checkpoint is not None:
