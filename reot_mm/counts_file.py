@@ -63,7 +63,16 @@ def load_counts_record(path: str, count_type: Optional[str] = None,
 
     Returns:
         (counts, meta) with meta the object's other entries ({} if none).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist ("file not found").
+        ValueError: the file exists but lacks the requested entry or is
+            malformed.
     """
+    if not exists(path):
+        # before the format checks: a missing file is not a file without
+        # the "<count_type>_counts" entry
+        raise FileNotFoundError(f'{name}: file not found: {path!r}')
     record = None
     if osp.splitext(path)[1].lower() == '.json' and osp.isfile(path):
         with open(path) as handle:

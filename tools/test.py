@@ -17,12 +17,17 @@ or the checkpoint, or a ``ShotAccuracy`` config's ``class_counts``) and the
 many / few thresholds of the config's ``ShotAccuracy`` (or its defaults):
 inside the compact file, or in ``<out>.counts.json`` next to a pickle, so
 ``tools/posthoc.py`` reports many / medium / few without further options.
+
+Before the Runner is built, the test dataloader's data files and the
+class-counts files are checked (``reot_mm.engine.data_checks``;
+``--skip-data-check`` turns this off).
 """
 import argparse
 
 import reot_mm
 from reot_mm.engine.cli import (add_common_args, build_runner, load_config,
                                 skip_teacher_for_test)
+from reot_mm.engine.data_checks import add_skip_argument, exit_if_data_missing
 from reot_mm.engine.distributed import teardown_distributed
 
 # reot_mm was imported before mmengine, so it registers nothing by itself
@@ -78,6 +83,7 @@ def parse_args(argv=None):
         help='with --out x.npz/.pt: also store the head\'s pre-logit '
         'features (for tools/class_barycenters.py)')
     add_common_args(parser)
+    add_skip_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -97,6 +103,8 @@ def main(argv=None):
     args = parse_args(argv)
     _check_out(args)
     cfg = load_config(args)
+    # missing data: one line naming the file, not a config dump and a traceback
+    exit_if_data_missing(cfg, ('test', ), skip=args.skip_data_check)
     cfg.load_from = args.checkpoint
     if skip_teacher_for_test(cfg):
         print('tools/test.py: TeacherStudent predicts with the student only; '

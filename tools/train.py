@@ -5,13 +5,17 @@ so plugin types resolve and its checkpoint fixes apply (atomic saves, resume
 from the newest complete checkpoint: ``reot_mm.engine.checkpoint_safety``); on
 CPU-only machines distributed launches use gloo with ``env_cfg.dist_cfg``
 (``reot_mm.engine.distributed``). Every run gets ``RandomStateHook`` (exact
-resume) and, when distributed, ``BroadcastBuffersHook``.
+resume) and, when distributed, ``BroadcastBuffersHook``. Before the Runner is
+built, the data files of the train and val dataloaders and the class-counts
+files are checked (``reot_mm.engine.data_checks``; ``--skip-data-check`` turns
+this off).
 """
 import argparse
 
 import reot_mm
 from reot_mm.engine.cli import (add_common_args, add_training_hooks, build_runner,
                                 enable_lr_scaling, load_config)
+from reot_mm.engine.data_checks import add_skip_argument, exit_if_data_missing
 from reot_mm.engine.distributed import teardown_distributed
 
 # reot_mm was imported before mmengine, so it registers nothing by itself
@@ -32,6 +36,7 @@ def parse_args(argv=None):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual batch size')
     add_common_args(parser)
+    add_skip_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -54,6 +59,8 @@ def main(argv=None):
         cfg.val_evaluator = None
     if args.auto_scale_lr:
         enable_lr_scaling(cfg)
+    # missing data: one line naming the file, not a config dump and a traceback
+    exit_if_data_missing(cfg, ('train', 'val'), skip=args.skip_data_check)
     runner = build_runner(cfg)
     add_training_hooks(runner)
     runner.train()

@@ -24,6 +24,8 @@ _base_ = ['mmseg::fcn/fcn_r50-d8_4xb4-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 
 num_classes = 150
+# data and this record: docs/data_preparation.md, sections "ADE20K" and
+# "ADE20K pixel counts"
 pixel_counts_file = 'data/ade/ADEChallengeData2016/reot_mm_pixel_counts.json'
 
 model = dict(

@@ -19,6 +19,8 @@ custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 num_classes = 150
 alpha = 0.2
 tau_s = 0.05
+# data and this record: docs/data_preparation.md, sections "ADE20K" and
+# "ADE20K pixel counts"
 pixel_counts_file = 'data/ade/ADEChallengeData2016/reot_mm_pixel_counts.json'
 
 model = dict(

@@ -5,7 +5,9 @@
 # from per-class PIXEL frequencies); adds the class-statistics and prior hooks
 # and the frequency-binned metric. Everything else is upstream.
 #
-# Before the first run, count the training pixels once (about a minute):
+# Data: ADEChallengeData2016 under data/ade (docs/data_preparation.md, section
+# "ADE20K"). Before the first run, count the training pixels once (about a
+# minute; section "ADE20K pixel counts" of the same page):
 #   python tools/dataset_stats/pixel_class_counts.py \
 #       configs/ade20k/reot_fcn_r50-d8_4xb4-160k_ade20k-512x512.py
 # which writes the record named by ClassStatisticsHook below; the hook refuses

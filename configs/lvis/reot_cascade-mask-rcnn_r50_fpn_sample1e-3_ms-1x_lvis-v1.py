@@ -5,6 +5,8 @@
 # mmdet::seesaw_loss/cascade-mask-rcnn_*_lvis-v1.py configs (same bases; the
 # box-head list is spelled out because config lists do not merge per item),
 # with upstream's plain Shared2FCBBoxHead settings of the cascade model.
+# Data: LVIS v1 annotations + COCO 2017 images under data/lvis_v1/
+# (docs/data_preparation.md, section "LVIS v1").
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/lvis_v1_instance.py',

@@ -15,7 +15,8 @@
 #   once (below the RFS wrapper: the annotated, not the re-sampled,
 #   distribution) and gives them to the loss on every rank.
 # Everything else — model, RFS, data pipeline, schedule, LVISMetric — is
-# upstream's.
+# upstream's. Data: LVIS v1 annotations + COCO 2017 images under data/lvis_v1/
+# (docs/data_preparation.md, section "LVIS v1").
 _base_ = ['mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py']
 custom_imports = dict(imports=['reot_mm'], allow_failed_imports=False)
 

@@ -2,6 +2,8 @@
 # with imbalance factor 200 (500 -> 2 images, 9502 in total, as RE-OT); the test
 # split is the balanced original. Set imbalance_factor=100 for the other
 # common setting (10847 images).
+# data_root holds cifar-100-python/ (mmpretrain downloads it on the first run;
+# offline: docs/data_preparation.md, section "CIFAR-10-LT and CIFAR-100-LT").
 # Written in full, following mmpretrain's cifar100_bs16.py, so that the dataset
 # type and the evaluators need no _delete_ overrides.
 

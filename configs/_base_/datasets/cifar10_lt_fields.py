@@ -14,4 +14,6 @@ cifar10_preprocessor = dict(
     mean=[125.307, 122.961, 113.8575],
     std=[51.5865, 50.847, 51.255],
 )
+# data_root holds cifar-10-batches-py/ (docs/data_preparation.md, section
+# "CIFAR-10-LT and CIFAR-100-LT")
 cifar10_dataset = dict(type='CIFAR10LT', data_root='data/cifar10')

@@ -2,6 +2,8 @@
 # training images (1280 -> 5 per class), balanced val (20k) and test (50k)
 # lists. Put the ImageNet images and the lists under data/imagenet:
 #   data/imagenet/ImageNet_LT_{train,val,test}.txt, data/imagenet/{train,val}/
+# (where the lists come from and the folder layout: docs/data_preparation.md,
+# section "ImageNet-LT").
 # Written in full: the pipelines are those of mmpretrain's imagenet_bs32.py,
 # but its dataset dicts carry ImageNet's `split` argument.
 

@@ -3,6 +3,8 @@
 # Put the images and the lists (as shipped with the decoupling / BCL code)
 # under data/inat2018:
 #   data/inat2018/iNaturalist18_{train,val}.txt, data/inat2018/train_val2018/
+# (where the lists come from, or how to make them from the official json:
+# docs/data_preparation.md, section "iNaturalist 2018").
 # Same pipelines, batch and evaluators as ImageNet-LT; data and statistics
 # change (./inat2018_fields.py).
 _base_ = ['./imagenet_lt.py', './inat2018_fields.py']

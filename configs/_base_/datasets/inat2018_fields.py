@@ -14,6 +14,7 @@ inat2018_preprocessor = dict(
     mean=[118.83, 120.105, 96.9],
     std=[49.725, 49.47, 48.96],
 )
+# lists and images: docs/data_preparation.md, section "iNaturalist 2018"
 inat2018_train = dict(type='INat2018', data_root='data/inat2018',
                       ann_file='iNaturalist18_train.txt')
 # the balanced val list (3 images per class) is the test set, as in the papers

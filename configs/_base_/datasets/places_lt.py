@@ -2,6 +2,7 @@
 # images (4980 -> 5 per class), balanced val (7.3k) and test (36.5k) lists.
 # Put the Places-365 images and the lists under data/places365:
 #   data/places365/Places_LT_{train,val,test}.txt
+# (lists and layout: docs/data_preparation.md, section "Places-LT").
 # Same pipelines, batch and evaluators as ImageNet-LT (ImageNet statistics, as
 # OLTR); only the data changes.
 _base_ = ['./imagenet_lt.py']
