@@ -1,0 +1,214 @@
+"""GML on LVIS RoIs through the real tools: tools/train.py (one process) with
+the GML Mask R-CNN config, tools/dist_train.sh (two gloo processes) with the
+teacher-student config and a teacher checkpoint written here, and tools/test.py
+on the student's checkpoint after the teacher file is gone. All on the tiny
+LVIS fixture, through configs inheriting the shipped ones."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import ROOT, tiny_config_text
+from lvis_fixture import train_instance_counts
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from test_train_lvis import check_losses_and_metrics, free_port, scalars
+
+import reot_mm
+from reot_mm.models.class_queue import segment_bounds
+
+GML = 'configs/lvis/gml_mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'
+TEACHER_STUDENT = ('configs/lvis/gml-teacher-student_mask-rcnn_r50_fpn_'
+                   'sample1e-3_ms-1x_lvis-v1.py')
+QUEUE_SIZE, MIN_PER_CLASS = 48, 4
+HEAD = (f'queue=dict(size={QUEUE_SIZE}, min_per_class={MIN_PER_CLASS}), '
+        'query_mlp=dict(hidden_channels=32, out_channels=16), '
+        'key_mlp=dict(hidden_channels=32, out_channels=16), ')
+QUEUE = 'roi_head.bbox_head.queue.'
+
+PROBE = textwrap.dedent('''
+    """Test instrumentation: each rank writes its queue and parameters."""
+    import json
+    import os.path as osp
+
+    import torch
+    from mmengine.dist import get_rank
+    from mmengine.hooks import Hook
+    from mmengine.model import is_model_wrapper
+    from mmengine.registry import HOOKS
+
+    from reot_mm.models.class_queue import ClassQueue
+
+
+    @HOOKS.register_module()
+    class GMLRankProbe(Hook):
+        priority = 'LOWEST'
+
+        def after_train_epoch(self, runner):
+            model = runner.model
+            module = model.module if is_model_wrapper(model) else model
+            queue, = [m for m in module.modules() if isinstance(m, ClassQueue)]
+            params = torch.cat([p.detach().flatten()
+                                for p in module.parameters()]).double()
+            record = dict(
+                wrapper=type(model).__name__, world_size=runner.world_size,
+                queue=queue.fingerprint(),
+                num_enqueued=queue.num_enqueued.tolist(),
+                indices=queue.indices.tolist(),
+                param_sum=float(params.sum()), param_abs=float(params.abs().sum()))
+            path = osp.join(runner.work_dir, f'rank{get_rank()}.json')
+            with open(path, 'w') as handle:
+                json.dump(record, handle)
+''')
+
+
+def run(args, env_extra=None, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
+               **(env_extra or {}))
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    return log
+
+
+def load_state(work_dir):
+    path = (work_dir / 'last_checkpoint').read_text().strip()
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+@pytest.mark.slow
+def test_train_py_gml_config_one_epoch_with_lvis_metric(tmp_path, lvis_data):
+    """L_cls + L_GML train on the RoIs; the queue's segments follow the LVIS
+    training instance counts (Eq. 6) and hold foreground RoIs of each class."""
+    config = tmp_path / 'tiny_gml.py'
+    config.write_text(tiny_config_text(lvis_data['data_root'], base=GML,
+                                       bbox_head=HEAD))
+    work_dir = tmp_path / 'work'
+    log = run([sys.executable, osp.join(ROOT, 'tools', 'train.py'),
+               str(config), '--work-dir', str(work_dir)])
+    train, _ = check_losses_and_metrics(scalars(str(work_dir)))
+    assert {'loss_cls', 'loss_bbox', 'loss_mask', 'loss_gml', 'tau_g'} <= \
+        set(train[0])
+    assert all(r['loss_gml'] > 0 for r in train)
+    assert 'ClassStatisticsHook: 6 classes, 26 samples' in log
+    state = load_state(work_dir)['state_dict']
+    counts = train_instance_counts()
+    _, sizes = segment_bounds(counts, QUEUE_SIZE, MIN_PER_CLASS)
+    assert torch.equal(state[QUEUE + 'segment_sizes'], sizes)
+    assert state['roi_head.bbox_head.gml.class_counts'].tolist() == counts
+    # only foreground RoIs were enqueued, into every class's segment
+    assert (state[QUEUE + 'num_enqueued'] > 0).all()
+    assert state[QUEUE + 'labels'].max() < 6
+
+
+def teacher_files(tmp_path, data_root):
+    """A tiny RE-OT Mask R-CNN config (the teacher) and a checkpoint of it."""
+    teacher_config = tmp_path / 'tiny_teacher.py'
+    teacher_config.write_text(tiny_config_text(data_root))
+    from mmdet.registry import MODELS
+    reot_mm.register_all_modules()
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    teacher = MODELS.build(Config.fromfile(str(teacher_config)).model)
+    checkpoint = tmp_path / 'teacher.pth'
+    torch.save({'state_dict': teacher.state_dict(), 'meta': {}}, checkpoint)
+    return str(teacher_config), str(checkpoint)
+
+
+def teacher_student_text(data_root, teacher_config, checkpoint, extra=''):
+    """The shipped teacher-student config with the tiny student (the tiny
+    overrides go under model.student) and the tiny teacher."""
+    text = tiny_config_text(data_root, base=TEACHER_STUDENT, bbox_head=HEAD,
+                            extra_imports=('gml_rank_probe', ), extra=extra)
+    head = 'model = dict(\n'
+    tail = 'rcnn=dict(max_per_img=50)))'
+    assert text.count(head) == 1 and text.count(tail) == 1
+    return text.replace(head, head + f'    teacher={teacher_config!r},\n'
+                        f'    teacher_checkpoint={checkpoint!r},\n'
+                        '    student=dict(\n').replace(tail, tail + ')')
+
+
+def test_teacher_checkpoint_of_another_config_is_refused(tmp_path, lvis_data):
+    """Strict loading names the setting: a teacher checkpoint written for
+    another model than model.teacher builds."""
+    from mmdet.registry import MODELS
+    teacher_config, _ = teacher_files(tmp_path, lvis_data['data_root'])
+    other = tmp_path / 'other_teacher.py'
+    other.write_text(tiny_config_text(lvis_data['data_root'], num_classes=7))
+    torch.manual_seed(0)
+    wrong = MODELS.build(Config.fromfile(str(other)).model)
+    checkpoint = tmp_path / 'seven_class_teacher.pth'
+    torch.save({'state_dict': wrong.state_dict()}, checkpoint)
+    (tmp_path / 'gml_rank_probe.py').write_text(PROBE)
+    config = tmp_path / 'tiny_ts.py'
+    config.write_text(teacher_student_text(
+        lvis_data['data_root'], teacher_config, str(checkpoint)))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        cfg = Config.fromfile(str(config))
+    finally:
+        sys.path.remove(str(tmp_path))
+    init_default_scope('mmdet')
+    with pytest.raises(RuntimeError, match='(?s)does not match the model built '
+                       'from model.teacher.*size mismatch'):
+        MODELS.build(cfg.model)
+
+
+@pytest.mark.slow
+def test_teacher_student_two_gloo_processes_then_test_without_teacher(
+        tmp_path, lvis_data):
+    """tools/dist_train.sh, 2 gloo ranks, teacher-student config: the teacher
+    pre-fills the queues, its RoI embeddings are the keys, both ranks hold
+    identical queues (also checked every iteration by GMLQueueHook) and
+    parameters; the checkpoint holds the student only, and tools/test.py on
+    it runs with the teacher file deleted."""
+    teacher_config, checkpoint = teacher_files(tmp_path,
+                                               lvis_data['data_root'])
+    (tmp_path / 'gml_rank_probe.py').write_text(PROBE)
+    config = tmp_path / 'tiny_ts.py'
+    config.write_text(teacher_student_text(
+        lvis_data['data_root'], teacher_config, checkpoint,
+        extra=textwrap.dedent('''
+            custom_hooks = [
+                dict(type='LVISAnnotationCheckHook'),
+                dict(type='ClassStatisticsHook'),
+                dict(type='GMLQueueHook', prefill='teacher', check_ranks=True,
+                     check_interval=1),
+                dict(type='GMLRankProbe'),
+            ]''')))
+    work_dir = tmp_path / 'work'
+    env = dict(PYTHON=sys.executable, PORT=str(free_port()),
+               PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}')
+    log = run(['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(config),
+               '2', '--work-dir', str(work_dir)], env)
+    assert 'pre-filled the queues from the teacher' in log
+    records = [json.loads((work_dir / f'rank{r}.json').read_text())
+               for r in (0, 1)]
+    for record in records:
+        assert record['world_size'] == 2
+        assert record['wrapper'] == 'CPUDistributedDataParallel'
+        # the pre-fill enqueued every ground-truth box of the epoch once,
+        # training its foreground RoIs on top
+        assert all(n >= c for n, c in zip(record['num_enqueued'],
+                                          train_instance_counts()))
+    assert records[0]['queue'] == records[1]['queue']
+    assert records[0]['indices'] == records[1]['indices']
+    assert records[0]['param_sum'] == records[1]['param_sum']
+    assert records[0]['param_abs'] == records[1]['param_abs']
+    train, _ = check_losses_and_metrics(scalars(str(work_dir)))
+    assert all('loss_gml' in r for r in train)
+    state = load_state(work_dir)['state_dict']
+    assert state and all(k.startswith('student.') for k in state)
+    # test the student's checkpoint without the teacher file
+    os.remove(checkpoint)
+    ckpt = (work_dir / 'last_checkpoint').read_text().strip()
+    log = run([sys.executable, osp.join(ROOT, 'tools', 'test.py'),
+               str(config), ckpt, '--work-dir', str(tmp_path / 'test')],
+              dict(PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}'))
+    assert 'the teacher checkpoint is not loaded' in log
+    assert 'lvis/bbox_AP' in log
