@@ -271,11 +271,9 @@ def find_missing_data(cfg, phases: Sequence[str] = ('train', 'val', 'test')
     scope = cfg.get('default_scope')
     for phase in phases:
         loader_key, evaluator_key = PHASES[phase]
-        loader = cfg.get(loader_key)
-        if not isinstance(loader, dict):
-            continue  # None: e.g. train.py --no-validate
-        for dataset_cfg, key in iter_datasets(loader.get('dataset'),
-                                              f'{loader_key}.dataset'):
+        loader = cfg.get(loader_key)  # None: e.g. train.py --no-validate
+        dataset = loader.get('dataset') if isinstance(loader, dict) else None
+        for dataset_cfg, key in iter_datasets(dataset, f'{loader_key}.dataset'):
             missing = check_dataset(dataset_cfg, key, scope)
             if missing is not None:
                 return missing
