@@ -212,3 +212,39 @@ def test_teacher_student_two_gloo_processes_then_test_without_teacher(
               dict(PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}'))
     assert 'the teacher checkpoint is not loaded' in log
     assert 'lvis/bbox_AP' in log
+
+
+def test_gml_configs_change_only_the_model_and_hooks_of_upstream(tmp_path):
+    """The GML config is upstream's LVIS Mask R-CNN with the detector type,
+    the box head and the hooks changed; the teacher-student config wraps that
+    student and takes the RE-OT Mask R-CNN config's model as the teacher."""
+    from reot_mm.engine.teacher_student import teacher_model_config
+    upstream = tmp_path / 'upstream.py'
+    upstream.write_text("_base_ = ['mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_"
+                        "ms-1x_lvis-v1.py']\n")
+    ours = Config.fromfile(osp.join(ROOT, GML)).to_dict()
+    theirs = Config.fromfile(str(upstream)).to_dict()
+    changed = {'model', 'custom_hooks', 'custom_imports', 'auto_scale_lr'}
+    assert {k: v for k, v in ours.items() if k not in changed} == \
+        {k: v for k, v in theirs.items() if k not in changed}
+    model, base = ours['model'], theirs['model']
+    assert model['type'] == 'GMLMaskRCNN'
+    head, base_head = model['roi_head']['bbox_head'], base['roi_head']['bbox_head']
+    assert head['type'] == 'GMLShared2FCBBoxHead'
+    assert head['loss_cls']['type'] == 'REOTRoILoss'
+    assert head['loss_cls']['background'] == 'foreground_only'
+    new_keys = {'type', 'tau_s', 'queue', 'query_mlp', 'key_mlp', 'gml_loss',
+                'loss_cls'}
+    assert {k: v for k, v in head.items() if k not in new_keys} == \
+        {k: v for k, v in base_head.items() if k not in new_keys}
+    assert head['queue']['size'] >= 1203 * head['queue']['min_per_class']
+    for name in ('backbone', 'neck', 'rpn_head', 'train_cfg', 'test_cfg',
+                 'data_preprocessor'):
+        assert model[name] == base[name], name
+    pair = Config.fromfile(osp.join(ROOT, TEACHER_STUDENT)).to_dict()['model']
+    assert pair['type'] == 'TeacherStudent' and pair['student'] == model
+    reot = osp.join(ROOT, 'configs', 'lvis',
+                    'reot_mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py')
+    assert osp.samefile(pair['teacher'], reot)
+    assert teacher_model_config(pair['teacher']).to_dict() == \
+        Config.fromfile(reot).to_dict()['model']
