@@ -8,8 +8,8 @@ first ``import reot_mm`` (or ``reot_mm.<sub-package>``) in the session
 registers everything, whichever test file comes first. The light-import
 behaviour itself is tested in fresh subprocesses (tests/test_light_imports.py).
 
-This folder goes on ``sys.path`` so that every test can ``import helpers``
-(tests/helpers.py: free ports, forked gloo ranks, torchrun and tools/train.py
+This folder goes on ``sys.path`` so that every test can ``import launch``
+(tests/launch.py: free ports, forked gloo ranks, torchrun and tools/train.py
 runs); ``--import-mode=importlib`` does not add it.
 """
 import os.path as osp

@@ -3,16 +3,12 @@
 Single-process behaviour is checked directly; the cross-rank behaviour (rank
 order, uneven and empty row counts, gradients summed into the owner's rows,
 a clear error for mismatched trailing shapes) in two gloo processes started
-forked with torch.multiprocessing (no re-import of torch: a few seconds).
+forked (tests/launch.py run_forked_gloo: no re-import of torch, a few
+seconds).
 """
-import os
-import socket
-import traceback
-
 import pytest
 import torch
-import torch.distributed as torch_dist
-import torch.multiprocessing as mp
+from launch import run_forked_gloo
 
 from reot_mm import dist
 
@@ -44,60 +40,37 @@ def _rank_rows(rank):
     return torch.stack([base, -base], dim=1)
 
 
-def _worker(rank, port, errors):
+def _worker(rank):
+    expected = torch.cat([_rank_rows(r) for r in range(WORLD)])
+    # without gradient: detached, rank order, uneven and empty parts
+    local = _rank_rows(rank).requires_grad_(True)
+    out, offset = dist.gather_rows(local)
+    assert not out.requires_grad
+    assert torch.equal(out, expected), (rank, out)
+    assert offset == sum(ROWS[:rank])
+    # several tensors at once, integer labels included
+    labels = torch.full((ROWS[rank], ), rank, dtype=torch.long)
+    (feats, labs), offset2 = dist.gather_rows_of((local, labels))
+    assert offset2 == offset and torch.equal(feats, expected)
+    assert labs.tolist() == [r for r in range(WORLD)
+                             for _ in range(ROWS[r])]
+    # with gradient: rank r's loss weighs the gathered rows by (r + 1);
+    # the owner's rows receive the sum over ranks, Σ_r (r + 1) = 3
+    out, offset = dist.gather_rows(local, with_grad=True)
+    assert out.requires_grad and torch.equal(out.detach(), expected)
+    ((rank + 1) * out).sum().backward()
+    total = sum(r + 1 for r in range(WORLD))
+    assert torch.equal(local.grad, torch.full_like(local, total)), \
+        (rank, local.grad)
+    # mismatched trailing shapes: a clear error on every rank
+    bad = torch.zeros(2, 2 + rank)
     try:
-        torch_dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:'
-                                      f'{port}', rank=rank,
-                                      world_size=WORLD)
-        expected = torch.cat([_rank_rows(r) for r in range(WORLD)])
-        # without gradient: detached, rank order, uneven and empty parts
-        local = _rank_rows(rank).requires_grad_(True)
-        out, offset = dist.gather_rows(local)
-        assert not out.requires_grad
-        assert torch.equal(out, expected), (rank, out)
-        assert offset == sum(ROWS[:rank])
-        # several tensors at once, integer labels included
-        labels = torch.full((ROWS[rank], ), rank, dtype=torch.long)
-        (feats, labs), offset2 = dist.gather_rows_of((local, labels))
-        assert offset2 == offset and torch.equal(feats, expected)
-        assert labs.tolist() == [r for r in range(WORLD)
-                                 for _ in range(ROWS[r])]
-        # with gradient: rank r's loss weighs the gathered rows by (r + 1);
-        # the owner's rows receive the sum over ranks, Σ_r (r + 1) = 3
-        out, offset = dist.gather_rows(local, with_grad=True)
-        assert out.requires_grad and torch.equal(out.detach(), expected)
-        ((rank + 1) * out).sum().backward()
-        total = sum(r + 1 for r in range(WORLD))
-        assert torch.equal(local.grad, torch.full_like(local, total)), \
-            (rank, local.grad)
-        # mismatched trailing shapes: a clear error on every rank
-        bad = torch.zeros(2, 2 + rank)
-        try:
-            dist.gather_rows(bad)
-        except ValueError as error:
-            assert 'trailing shapes must match' in str(error)
-        else:
-            raise AssertionError('no error for mismatched trailing shapes')
-        torch_dist.barrier()
-    except Exception:  # reported to the parent, which fails the test
-        errors.put(f'rank {rank}:\n{traceback.format_exc()}')
-    finally:
-        if torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+        dist.gather_rows(bad)
+    except ValueError as error:
+        assert 'trailing shapes must match' in str(error)
+    else:
+        raise AssertionError('no error for mismatched trailing shapes')
 
 
 def test_two_gloo_ranks_uneven_rows_and_gradient():
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
-    errors = mp.get_context('fork').SimpleQueue()
-    mp.start_processes(_worker, args=(_free_port(), errors), nprocs=WORLD,
-                       join=True, start_method='fork')
-    messages = []
-    while not errors.empty():
-        messages.append(errors.get())
-    assert not messages, '\n'.join(messages)
+    run_forked_gloo(_worker, world=WORLD)

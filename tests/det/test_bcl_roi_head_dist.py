@@ -14,7 +14,7 @@ import copy
 
 import torch
 import torch.distributed as torch_dist
-from helpers import run_forked_gloo
+from launch import run_forked_gloo
 from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 

@@ -6,7 +6,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT
+from launch import ROOT
 
 from reot_mm.evaluation.dump import DumpPredictions, attach_pre_logits
 from reot_mm.evaluation.dump_io import (DumpFormatError, load_predictions,

@@ -3,9 +3,7 @@
 The head (batch) mode is tested in tests/cls/test_sinkhorn_head.py.
 """
 import json
-import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from mmengine.evaluator import Evaluator
 from mmengine.logging import MessageHub
 from mmengine.registry import METRICS, init_default_scope
+from launch import run_torchrun, subprocess_env
 
 import reot_mm  # noqa: F401  (registers the metric)
 from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY, ShotAccuracy
@@ -315,12 +314,6 @@ HELPER = textwrap.dedent('''
 ''')
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_whole_set_across_two_gloo_ranks_equals_one_process(tmp_path):
     """mmengine collects every rank's samples (in dataset order, padding
     dropped) before the one Sinkhorn: 2 ranks = 1 process."""
@@ -328,14 +321,8 @@ def test_whole_set_across_two_gloo_ranks_equals_one_process(tmp_path):
     torch.save((scores, labels, COUNTS), tmp_path / 'data.pt')
     (tmp_path / 'worker.py').write_text(WORKER)
     (tmp_path / 'test_helpers_samples.py').write_text(HELPER)
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}')
-    result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={_free_port()}', str(tmp_path / 'worker.py'),
-         str(tmp_path / 'data.pt'), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_torchrun(tmp_path / 'worker.py', tmp_path / 'data.pt', tmp_path,
+                 env=subprocess_env(pythonpath=[tmp_path]))
     ranks = [json.loads((tmp_path / f'rank{r}.json').read_text())
              for r in (0, 1)]
     assert ranks[0] == ranks[1]
@@ -377,12 +364,12 @@ def test_tools_test_runs_the_sinkhorn_demo_config(tmp_path):
     checkpoint = tmp_path / 'model.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
     out = tmp_path / 'metrics.json'
-    env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run(
         [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config,
          str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--out',
          str(out), '--out-item', 'metrics'],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+        timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads(out.read_text())
     for key in ('accuracy/top1', 'shot/balanced', 'shot/few',

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mmengine.registry import MODELS
+from launch import run_torchrun
 
 import reot_mm  # noqa: F401  (registers BCLLoss)
 from reot_mm.losses.bcl_loss import (BCLLoss, balanced_contrastive_loss,
@@ -445,10 +446,6 @@ def test_ddp_two_ranks_equal_single_process_on_concatenated_batch(tmp_path):
     gradient, so n_j counts the global batch; the mean of the rank losses and
     the DDP-averaged gradients equal the single-process loss and gradients on
     the concatenated batch (equal and unequal local batch sizes)."""
-    import os
-    import socket
-    import subprocess
-    import sys
     generator = torch.Generator().manual_seed(0)
     num_classes, dim = 5, 6
     # rank 0 holds classes 0-2, rank 1 classes 2-4: local counts would differ
@@ -458,16 +455,7 @@ def test_ddp_two_ranks_equal_single_process_on_concatenated_batch(tmp_path):
     splits = [(4, 4), (5, 3)]
     torch.save((embeddings, target, protos, splits), tmp_path / 'batch.pt')
     (tmp_path / 'worker.py').write_text(DIST_WORKER)
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={port}', str(tmp_path / 'worker.py'),
-         str(tmp_path / 'batch.pt'), str(tmp_path)],
-        env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True,
-        text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_torchrun(tmp_path / 'worker.py', tmp_path / 'batch.pt', tmp_path)
     ranks = [torch.load(tmp_path / f'bcl_rank{r}.pt') for r in (0, 1)]
     module = BCLLoss(temperature=0.2, lc_weight=0.0, bcl_weight=1.0)
     full = embeddings.clone().requires_grad_()

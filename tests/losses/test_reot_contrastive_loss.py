@@ -6,15 +6,12 @@ SimCLR's NT-Xent (Chen et al. 2020, Eq. 1), SupCon L^sup_out (Khosla et al.
 2020, Eq. 2) and the hardest-negative triplet hinge.
 """
 import math
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
+from launch import run_torchrun
 
 from reot_mm.losses import REOTContrastiveLoss
 from reot_mm.losses.reot_contrastive_loss import (contrastive_log_plan,
@@ -385,12 +382,6 @@ DDP_CONFIGS = [
 ]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_ddp_negatives_are_the_global_batch(tmp_path):
     """2-rank gloo run (rank 0: 3 images, rank 1: 5) against one process on
     the concatenated batch: the per-anchor losses and the gradients match
@@ -399,13 +390,7 @@ def test_ddp_negatives_are_the_global_batch(tmp_path):
     splits = [3, 5]
     torch.save((features, labels, splits, DDP_CONFIGS), tmp_path / 'batch.pt')
     (tmp_path / 'worker.py').write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={_free_port()}', str(tmp_path / 'worker.py'),
-         str(tmp_path / 'batch.pt'), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_torchrun(tmp_path / 'worker.py', tmp_path / 'batch.pt', tmp_path)
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in (0, 1)]
     for index, kwargs in enumerate(DDP_CONFIGS):
         x = features.clone().requires_grad_(True)

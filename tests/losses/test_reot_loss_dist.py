@@ -1,14 +1,11 @@
 """RE-OT Eq. 36 under DDP: the batch ratio is taken over the global batch
 (gloo, 2 ranks), for rows (REOTLoss), RoIs (REOTRoILoss) and pixels
 (REOTPixelLoss)."""
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 
 import torch
 import torch.nn.functional as F
+from launch import run_torchrun
 
 C = 6
 WORKER = textwrap.dedent('''
@@ -35,12 +32,6 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_batch_ratio_uses_global_batch(tmp_path):
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(16, C, generator=generator)
@@ -49,13 +40,7 @@ def test_batch_ratio_uses_global_batch(tmp_path):
                         torch.randint(3, 6, (8, ), generator=generator)])
     torch.save((logits, labels), tmp_path / 'batch.pt')
     (tmp_path / 'worker.py').write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={_free_port()}', str(tmp_path / 'worker.py'),
-         str(tmp_path / 'batch.pt'), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_torchrun(tmp_path / 'worker.py', tmp_path / 'batch.pt', tmp_path)
     global_ratio = torch.bincount(labels, minlength=C).float() / 16
     for rank in (0, 1):
         part = slice(rank * 8, (rank + 1) * 8)

@@ -1,20 +1,14 @@
 """Class-wise queues (GML Eq. 6): segment layout, FIFO rings, DDP, checkpoints."""
 import collections
 import math
-import os
-import os.path as osp
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from launch import run_torchrun
 
 from reot_mm.models import ClassQueue
 from reot_mm.models.class_queue import segment_bounds
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def eq6_by_hand(counts, size, k_m):
@@ -156,12 +150,6 @@ def test_state_survives_a_checkpoint_round_trip(tmp_path):
     assert torch.equal(queue.indices, restored.indices)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 RANK_SCRIPT = textwrap.dedent('''
     import sys
     import torch
@@ -188,13 +176,7 @@ RANK_SCRIPT = textwrap.dedent('''
 def test_two_gloo_ranks_end_with_identical_queues(tmp_path):
     script = tmp_path / 'enqueue_ranks.py'
     script.write_text(RANK_SCRIPT)
-    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
-               PYTHONPATH=ROOT)
-    result = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={free_port()}', str(script), str(tmp_path)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_torchrun(script, tmp_path)
     states = [torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1)]
     for key in states[0]:
         assert torch.equal(states[0][key], states[1][key]), key

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, run_train, subprocess_env
+from launch import ROOT, run_train, subprocess_env
 
 from reot_mm.evaluation.dump_io import load_predictions
 

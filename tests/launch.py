@@ -2,7 +2,7 @@
 torchrun scripts and ``tools/train.py`` / ``tools/dist_train.sh`` runs.
 
 ``tests/conftest.py`` puts this folder on ``sys.path`` (pytest runs with
-``--import-mode=importlib``), so any test imports it as ``helpers``.
+``--import-mode=importlib``), so any test imports it as ``launch``.
 """
 import datetime
 import os
