@@ -3,8 +3,18 @@
 #   make env     create $(VENV) with the pinned dev stack (requirements/constraints-dev.txt)
 #   make test    env, then run the test suite
 #   make demo    env, then tools/run_demo.py
-#   make bench   env, then every benchmarks/*.py
+#   make bench   env, then the CPU speed and memory benchmarks (benchmarks/bench_*.py but
+#                bench_gpu.py)
+#   make bench-gpu   env, then benchmarks/bench_gpu.py (needs a CUDA device)
+#   make accuracy    env, then the digits-LT accuracy scripts (benchmarks/digits_*.py that
+#                report accuracy; each trains several seeds)
+#   make reliability env, then benchmarks/reliability_matrix.py (writes docs/reliability.md)
+#                and benchmarks/digits_resume_check.py
 #   make clean-env   delete $(VENV)
+#
+# benchmarks/check_outputs_unchanged.py compares this tree with a base commit and needs
+# --base, so no target runs it: `$(VENV)/bin/python benchmarks/check_outputs_unchanged.py
+# --base <commit>`.
 #
 # Each install stage writes a stamp file inside the venv and depends on the requirement
 # files it reads, so on a ready environment `make test` installs nothing.
@@ -31,7 +41,13 @@ STAMP_MMCV := $(VENV)/.stamp-mmcv
 STAMP_DEPS := $(VENV)/.stamp-deps
 STAMP_DEV := $(VENV)/.stamp-dev
 
-.PHONY: env test demo bench clean-env
+# Speed/memory benchmarks run by `make bench`; bench_gpu.py needs CUDA (make bench-gpu).
+BENCH_SCRIPTS := $(filter-out benchmarks/bench_gpu.py,$(sort $(wildcard benchmarks/bench_*.py)))
+# Accuracy benchmarks (train several seeds each); the README and docs tables come from them.
+ACCURACY_SCRIPTS := benchmarks/digits_lt_accuracy.py benchmarks/digits_sinkhorn_inference.py \
+	benchmarks/digits_shifted_test.py benchmarks/digits_contrastive.py benchmarks/digits_gml.py
+
+.PHONY: env test demo bench bench-gpu accuracy reliability clean-env
 
 env: $(STAMP_DEV)
 
@@ -70,10 +86,21 @@ demo: env
 	$(VENV_PYTHON) tools/run_demo.py
 
 bench: env
-	@set -e; found=0; for script in benchmarks/*.py; do \
-	  [ -f "$$script" ] || continue; found=1; \
+	@set -e; for script in $(BENCH_SCRIPTS); do \
 	  echo "== $$script"; $(VENV_PYTHON) "$$script"; \
-	done; [ $$found -eq 1 ] || echo "no benchmarks/*.py to run"
+	done
+
+bench-gpu: env
+	$(VENV_PYTHON) benchmarks/bench_gpu.py
+
+accuracy: env
+	@set -e; for script in $(ACCURACY_SCRIPTS); do \
+	  echo "== $$script"; $(VENV_PYTHON) "$$script"; \
+	done
+
+reliability: env
+	$(VENV_PYTHON) benchmarks/reliability_matrix.py
+	$(VENV_PYTHON) benchmarks/digits_resume_check.py
 
 clean-env:
 	rm -rf $(VENV)

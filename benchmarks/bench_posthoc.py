@@ -1,6 +1,6 @@
 """Post-hoc OT end to end on an ImageNet-LT-sized prediction dump, and OTLM.
 
-Issue 3, Performance: post-hoc OT on a 50k x 1000 prediction matrix (load,
+Target: post-hoc OT on a 50k x 1000 prediction matrix (load,
 solve, predict, metrics) in < 2 s on the 2-core dev machine (the OTLM paper
 reports 32.7 s on 28 cores); OTLM fitting time per iteration.
 

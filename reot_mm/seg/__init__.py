@@ -6,8 +6,9 @@
   maps and a dataset checksum (used by ``ClassStatisticsHook`` and
   ``tools/dataset_stats/pixel_class_counts.py``);
 * decode heads in :mod:`reot_mm.seg.models` (mmseg ``MODELS``):
-  ``CosineFCNHead`` (cosine 1×1 classifier) and ``GMLFCNHead`` (GML, seed 003
-  appendix A.2).
+  ``CosineFCNHead`` (cosine 1×1 classifier) and ``GMLFCNHead`` (GML: Suh and Seo,
+  Long-Tailed Recognition by Mutual Information Maximization between Latent
+  Features and Ground-Truth Labels, ICML 2023, arXiv:2305.01160, App. A.2).
 
 The losses themselves (``REOTPixelLoss``) live in :mod:`reot_mm.losses` and are
 registered in mmengine's root registry.

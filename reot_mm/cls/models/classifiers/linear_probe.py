@@ -13,7 +13,7 @@ class LinearProbeClassifier(ImageClassifier):
     """``ImageClassifier`` whose backbone (and neck) are frozen.
 
     The standard linear evaluation of learned representations (RE-OT Table 3
-    "Lin." column, file 000): the backbone of a contrastive checkpoint is
+    "Lin." column; Shi et al., NeurIPS 2023): the backbone of a contrastive checkpoint is
     loaded (``backbone.init_cfg = dict(type='Pretrained', checkpoint=...,
     prefix='backbone.')``), its parameters get ``requires_grad=False`` and
     its batch-norm layers stay in eval mode (running statistics unchanged)
