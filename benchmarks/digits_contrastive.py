@@ -4,9 +4,10 @@ For every method and seed: contrastive pretraining with ``tools/train.py``
 (configs/contrastive/*_resnet8_100e_digitslt.py), then the linear probe
 (configs/contrastive/linear-probe_resnet8_30e_digitslt.py) on the frozen
 backbone of that checkpoint, which also reports the k-NN accuracy of the same
-frozen features. Prints mean ± std over seeds of overall / many / medium / few
-accuracy (balanced digits-LT test split, 50 images per class; many > 40,
-few < 10 training images).
+frozen features. The probe's final checkpoint is evaluated by tools/test.py
+on the test split (the runs validate on the val split). Prints mean ± std
+over seeds of overall / many / medium / few accuracy (balanced digits-LT test
+split, 50 images per class; many > 40, few < 10 training images).
 
     OMP_NUM_THREADS=1 python benchmarks/digits_contrastive.py --seeds 0 1 2 3 4 --jobs 2
 
@@ -37,23 +38,6 @@ COLUMNS = [('linear', 'accuracy/top1', 'shot/'), ('k-NN', 'knn/top1', 'knn/')]
 GROUPS = ('all', 'many', 'medium', 'few')
 
 
-def last_metrics(work_dir: str, key: str) -> dict:
-    """The last scalar-log record holding ``key`` in the newest run."""
-    runs = sorted(d for d in os.listdir(work_dir)
-                  if osp.isdir(osp.join(work_dir, d, 'vis_data')))
-    if not runs:
-        raise FileNotFoundError(f'no run with a scalar log under {work_dir}')
-    last = None
-    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
-        for line in f:
-            record = json.loads(line)
-            if key in record:
-                last = record
-    if last is None:
-        raise RuntimeError(f'{work_dir} has no {key!r} in its scalar log')
-    return last
-
-
 def train(config: str, work_dir: str, options) -> None:
     command = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
                '--work-dir', work_dir, '--cfg-options', *options]
@@ -66,6 +50,22 @@ def train(config: str, work_dir: str, options) -> None:
                            f'{result.stderr[-3000:]}')
 
 
+def test(config: str, work_dir: str, options) -> dict:
+    """tools/test.py on the run's last checkpoint: the test-split metrics."""
+    with open(osp.join(work_dir, 'last_checkpoint')) as handle:
+        checkpoint = handle.read().strip()
+    out = osp.join(work_dir, 'test_metrics.json')
+    command = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config,
+               checkpoint, '--work-dir', work_dir, '--out', out, '--out-item',
+               'metrics', '--cfg-options', *options]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f'{" ".join(command)} failed:\n'
+                           f'{result.stderr[-3000:]}')
+    with open(out) as handle:
+        return json.load(handle)
+
+
 def run_one(name, config, options, seed, root):
     tag = name.replace(' ', '_').replace('(', '').replace(')', '') \
         .replace('.', '')
@@ -75,10 +75,10 @@ def run_one(name, config, options, seed, root):
     train(config, pre_dir, [f'randomness.seed={seed}', *options])
     with open(osp.join(pre_dir, 'last_checkpoint')) as handle:
         checkpoint = handle.read().strip()
-    train(PROBE, probe_dir, [
-        f'randomness.seed={seed}',
-        f'model.backbone.init_cfg.checkpoint={checkpoint}'])
-    metrics = last_metrics(probe_dir, 'knn/top1')
+    probe_options = [f'randomness.seed={seed}',
+                     f'model.backbone.init_cfg.checkpoint={checkpoint}']
+    train(PROBE, probe_dir, probe_options)
+    metrics = test(PROBE, probe_dir, probe_options)
     print(f'  done {name} seed {seed} in {time.time() - start:.0f} s', flush=True)
     return name, seed, metrics
 

@@ -108,8 +108,9 @@ def test_config_declares_auto_scale_lr(path):
 
 
 def test_digits_loader_gives_batchnorm_no_batch_of_one(tmp_path):
-    """321 digits-LT training images = 5 x 64 + 1. An mmpretrain ResNet-18 on
-    8x8 inputs reaches 1x1 maps, where BatchNorm refuses a batch of one: a
+    """267 digits-LT training images = 2 x 133 + 1 (the base's batch of 64
+    leaves 11; 133 makes the last batch one image). An mmpretrain ResNet-18
+    on 8x8 inputs reaches 1x1 maps, where BatchNorm refuses a batch of one: a
     whole epoch of train steps works with the shared digits base (drop_last)
     and fails without it."""
     from mmengine.optim import build_optim_wrapper
@@ -118,6 +119,7 @@ def test_digits_loader_gives_batchnorm_no_batch_of_one(tmp_path):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'ce_resnet8_100e_digitslt.py'))
     init_default_scope('mmpretrain')
     assert cfg.train_dataloader.drop_last is True
+    cfg.train_dataloader.batch_size = 133
     model_cfg = cfg.model
     model_cfg.backbone = dict(type='ResNet', depth=18, in_channels=1,
                               out_indices=(3, ))
@@ -136,6 +138,6 @@ def test_digits_loader_gives_batchnorm_no_batch_of_one(tmp_path):
             model.train_step(data, optim)
         return sizes
 
-    assert one_epoch(True) == [64] * 5
+    assert one_epoch(True) == [133] * 2
     with pytest.raises(ValueError, match='Expected more than 1 value per channel'):
         one_epoch(False)

@@ -17,8 +17,8 @@ train_pipeline = [
     dict(type='MultiView', num_views=2, transforms=[{{_base_.strong_view}}]),
     dict(type='PackInputs'),
 ]
-# 321 = 2 x 128 + 65: the last batch is large enough for BatchNorm, so every
-# image is used in every epoch (the base's drop_last would skip 65)
+# 267 = 2 x 128 + 11: the last batch is large enough for BatchNorm, so every
+# image is used in every epoch (the base's drop_last would skip 11)
 train_dataloader = dict(batch_size=128, drop_last=False,
                         dataset=dict(pipeline=train_pipeline))
 

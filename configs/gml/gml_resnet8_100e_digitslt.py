@@ -8,7 +8,7 @@
 # Three views per image (../_base_/datasets/digits_lt_multiview.py): x_cls
 # (weak) -> cosine classifier, x_q (strong) -> query MLP g_q, x_k (strong) ->
 # teacher -> class-wise queue (Eq. 6) -> key MLP g_k. Digits-sized choices: a
-# queue of K = 256 slots (0.8 x the 321 training images) with k_m = 4, D = 32,
+# queue of K = 256 slots (about the 267 training images) with k_m = 4, D = 32,
 # the CIFAR recipe's τ_g = 0.1 (trainable) and τ_s = 1/30.
 # KD (α_kd = 1 in the CIFAR recipe) is off: this ResNet-8 teacher (balanced
 # ~85) is weaker than the GML student, and distilling it lowered the student

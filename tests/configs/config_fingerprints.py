@@ -18,6 +18,15 @@ its reason:
   declares ``enable=False``; configs that had none gained one);
 * the digits-LT training loaders: ``drop_last`` is not compared (the shared
   digits base drops the last batch of one image; tested separately);
+* the digits-LT splits: the reference validated on the test split and drew
+  the train split from a 120-image head; now the base validates on a
+  balanced val split (``DigitsLT(split='val')``, disjoint from train and
+  test, for choosing hyper-parameters) and the train head is 100 images (the
+  val images come out of the train pool). The train dataset's
+  ``max_per_class`` is not compared, the val loader is compared as the test
+  loader it was, and the test dataset's ``test_distribution='uniform'`` (the
+  old, only, test split) is dropped; the new split settings are tested in
+  tests/cls/test_datasets.py;
 * ``RandomFlip``: mmcv's default ``direction='horizontal'`` is filled in (the
   shared SimAugment views spell it, one config had left it implicit);
 * ``_scope_`` equal to the config's ``default_scope`` is dropped (a GML
@@ -74,7 +83,27 @@ def normalise(name, cfg_dict):
     values['auto_scale_lr'] = None if scale is None else scale.get('base_batch_size')
     if 'digits' in name and values['train_dataloader'] is not None:
         values['train_dataloader'].pop('drop_last', None)
+        _normalise_digits_splits(values)
     return values
+
+
+def _normalise_digits_splits(values):
+    """Map the train / val / test digits-LT split of the val-split version
+    onto the reference's train / test / test (see the module docstring)."""
+    def digits_dataset(loader):
+        dataset = (loader or {}).get('dataset', {})
+        return dataset if dataset.get('type') == 'DigitsLT' else None
+
+    train = digits_dataset(values['train_dataloader'])
+    if train is not None:
+        train.pop('max_per_class', None)
+    test = digits_dataset(values['test_dataloader'])
+    if test is not None and test.get('test_distribution') == 'uniform':
+        test.pop('test_distribution')
+    val = digits_dataset(values['val_dataloader'])
+    if val is not None and val.get('split') == 'val' and test is not None:
+        values['val_dataloader'] = json.loads(json.dumps(
+            values['test_dataloader']))
 
 
 def fingerprint(value):
