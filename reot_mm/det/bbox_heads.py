@@ -32,7 +32,10 @@ class BCLShared2FCBBoxHead(Shared2FCBBoxHead):
     classification layer's weight (C, ``fc_out_channels``) (BCL's
     class-complement, so every class is a candidate and every anchor has a
     positive); gradients reach the classifier through them. Under DDP the
-    loss all-gathers the embeddings, so n_j counts the global batch.
+    loss all-gathers the embeddings, so n_j counts the global batch; a rank
+    whose sampled RoIs are all background still calls the loss, with zero
+    rows, so that it joins every gather of the other ranks (forward and
+    backward) instead of leaving them waiting.
 
     Classification stays with ``loss_cls`` (e.g. ``REOTRoILoss``): the
     contrastive loss must be built with ``lc_weight=0``. Inference is the
