@@ -50,6 +50,7 @@ takes them from the checkpoint's meta). The counts buffer is not persistent:
 checkpoints stay loadable into upstream's ``Shared2FCBBoxHead`` and back.
 """
 import math
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -129,6 +130,14 @@ class REOTShared2FCBBoxHead(Shared2FCBBoxHead, CountAwareModule):
                 f"{cfg['mode']!r} corrects a (N, C + 1) softmax; the head has "
                 'no classification branch or a loss_cls with custom '
                 'channels/activation (e.g. Seesaw)')
+        loss_prior = getattr(getattr(self, 'loss_cls', None), 'prior', None)
+        if cfg['mode'] == 'logit_adjust' and loss_prior not in (None,
+                                                                'uniform'):
+            warnings.warn(
+                "REOTShared2FCBBoxHead: test_time_cfg.mode='logit_adjust' on "
+                f"a head trained with loss_cls prior={loss_prior!r}: the "
+                'training prior is removed twice; logit adjustment is meant '
+                "for a CE-trained head (prior='uniform')")
         self.test_time_cfg = cfg
         self.init_class_counts(class_counts, self.num_classes,
                                persistent=False)

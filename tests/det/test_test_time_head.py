@@ -182,6 +182,25 @@ def test_sinkhorn_sees_every_roi_of_the_batch():
         not torch.equal(together[0].labels, alone[0].labels)
 
 
+def test_sinkhorn_with_only_certain_background_rois():
+    """Every RoI certain background (1 - p_bg underflows to 0): the rows
+    fall back to a_i = 1/N and the RoIs stay background."""
+    head = build('sinkhorn')
+    s = logits(10, seed=8)
+    s[:, C] = 200.0
+    new = head.correct_scores(s).softmax(1)
+    assert torch.isfinite(new).all()
+    torch.testing.assert_close(new[:, C], torch.ones(10))
+
+
+def test_logit_adjust_on_a_reot_trained_head_warns():
+    with pytest.warns(UserWarning, match='removed twice'):
+        MODELS.build(dict(type='REOTShared2FCBBoxHead', **HEAD,
+                          loss_cls=dict(type='REOTRoILoss',
+                                        prior='class_ratio'),
+                          test_time_cfg=dict(mode='logit_adjust')))
+
+
 def test_sample_weight_of_sinkhorn_prediction():
     s = logits(25, seed=7)[:, :C]
     b = torch.tensor([0.3, 0.2, 0.2, 0.1, 0.1, 0.1])
