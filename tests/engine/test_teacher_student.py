@@ -266,3 +266,21 @@ def test_student_defined_teacher_outputs_contract(teacher_file):
     no_loss.loss_with_teacher = None
     with pytest.raises(TypeError, match='loss_with_teacher'):
         build(path, student=no_loss)(inputs, samples, mode='loss')
+
+
+def test_teacher_given_as_the_file_name_of_its_config(teacher_file, tmp_path):
+    """model.teacher may name the teacher's training config; its model is
+    built (and loaded strictly); a missing file or one without a model is an
+    error naming model.teacher."""
+    path, state = teacher_file
+    config = tmp_path / 'teacher_config.py'
+    config.write_text(f'model = {classifier()!r}\n')
+    model = build(path, teacher=str(config))
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    with pytest.raises(FileNotFoundError, match=r'model\.teacher'):
+        build(path, teacher=str(tmp_path / 'missing.py'))
+    empty = tmp_path / 'no_model.py'
+    empty.write_text('train_cfg = dict()\n')
+    with pytest.raises(ValueError, match=r'model\.teacher\) has no model'):
+        build(path, teacher=str(empty))
