@@ -29,7 +29,6 @@ import torch
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
-from reot_mm import dist
 from reot_mm.models.projection import ProjectionMLP
 from reot_mm.seg.models.pixel_sampling import labels_at, sample_pixels_per_class
 
@@ -67,12 +66,12 @@ class BCLFCNHead(FCNHead):
     ``REOTPixelLoss(prior='class_ratio')`` for BCL's logit compensation,
     Eq. 10) plus ``loss_bcl`` = μ·L_BCL from the same forward pass.
 
-    Pixels with no batch: a batch whose images hold fewer than two sampled
-    pixels (BatchNorm in g needs two rows) contributes no anchor; its
-    ``loss_bcl`` is then 0 with every projection parameter in the graph. Under
-    DDP such a rank still joins the loss's all-gathers with zero rows (its
-    peers' pixels are the batch); when no rank has a pixel every rank returns
-    0 without calling the loss (decided from one all-reduced count).
+    A batch whose images hold fewer than two sampled pixels (BatchNorm in g
+    needs two rows) contributes no anchor; its ``loss_bcl`` is then 0 with
+    every projection parameter in the graph. Under DDP such a rank still
+    calls the loss with zero rows, so it joins the loss's all-gathers (forward
+    and backward) and its peers' pixels are the batch; when no rank has a
+    pixel the loss returns 0 on every rank.
 
     Args:
         loss_contrast: config of the contrastive loss; default
@@ -154,19 +153,19 @@ class BCLFCNHead(FCNHead):
         anchor = prototypes.sum() * 0.0 + sum(
             p.sum() for p in self.contrast_projector.parameters()) * 0.0
         if target.numel() < 2:
-            # BatchNorm in g needs two rows: this rank has no anchor
-            rows, target = rows[:0], target[:0]
-            projected = rows.new_zeros(0, self.contrast_projector.out_channels)
+            # BatchNorm in g needs two rows: this rank has no anchor. Its zero
+            # rows come from the graph (prototypes[:0]), so that under DDP the
+            # loss's all-gather runs its backward on this rank as on the others
+            target = target[:0]
+            projected = prototypes[:0]
         else:
             projected = self.contrast_projector(rows)
-        total = target.numel()
-        if dist.is_distributed():
-            total = int(dist.all_reduce_sum(
-                torch.tensor(float(total), device=features.device)))
-        if total == 0:
+        if target.numel() == 0 and not self.loss_contrast.gathers_across_ranks:
+            # one process without pixels: no contrastive batch
             return {'loss_bcl': anchor}
         # the loss normalises embeddings and prototypes; its (N, C) score
-        # argument is only a shape check when lc_weight = 0
+        # argument is only a shape check when lc_weight = 0. Under DDP a rank
+        # without pixels calls it with zero rows and joins its gathers.
         scores = projected.new_zeros(target.numel(), num_classes)
         losses = self.loss_contrast(scores, target, projected[:, None],
                                     prototypes)
