@@ -248,3 +248,92 @@ def test_gml_configs_change_only_the_model_and_hooks_of_upstream(tmp_path):
     assert osp.samefile(pair['teacher'], reot)
     assert teacher_model_config(pair['teacher']).to_dict() == \
         Config.fromfile(reot).to_dict()['model']
+
+
+def _one_image_batch():
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    height, width = 80, 96
+    boxes = torch.tensor([[5., 5., 40., 40.], [45., 10., 90., 50.],
+                          [20., 45., 60., 78.]])
+    masks = np.zeros((3, height, width), np.uint8)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
+        mask[y1:y2, x1:x2] = 1
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(height, width), ori_shape=(height, width),
+        scale_factor=(1.0, 1.0), pad_shape=(height, width), img_id=7))
+    sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.tensor([0, 2, 5]),
+                                       masks=BitmapMasks(masks, height, width))
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+    return dict(inputs=[image], data_samples=[sample])
+
+
+def test_gml_mask_rcnn_takes_its_keys_from_the_teacher(tmp_path, lvis_data):
+    """Inside TeacherStudent the queue receives the teacher's shared box-head
+    embedding (its RoI extractor and two FCs) of the ground-truth boxes in the
+    pre-fill and of the student's foreground RoIs in training."""
+    from mmdet.registry import MODELS
+    teacher_config, checkpoint = teacher_files(tmp_path, lvis_data['data_root'])
+    student = tmp_path / 'tiny_gml.py'
+    student.write_text(tiny_config_text(lvis_data['data_root'], base=GML,
+                                        bbox_head=HEAD))
+    init_default_scope('mmdet')
+    model = MODELS.build(dict(
+        type='TeacherStudent', student=Config.fromfile(str(student)).model,
+        teacher=teacher_config, teacher_checkpoint=checkpoint))
+    counts = train_instance_counts()
+    for module in model.modules():
+        if hasattr(module, 'set_class_counts'):
+            module.set_class_counts(counts)
+    queue = model.student.roi_head.bbox_head.queue
+    queue.build_segments(counts)
+    teacher = model.teacher
+
+    def teacher_embedding(inputs, rois):
+        with torch.no_grad():
+            feats = teacher.extract_feat(inputs)
+            extractor = teacher.roi_head.bbox_roi_extractor
+            x = extractor(feats[:extractor.num_inputs], rois).flatten(1)
+            fc1, fc2 = teacher.roi_head.bbox_head.shared_fcs
+            return torch.relu(fc2(torch.relu(fc1(x))))
+
+    batch = _one_image_batch()
+    assert model.prefill_step(batch) == 3
+    data = model.data_preprocessor(batch, True)
+    boxes = data['data_samples'][0].gt_instances.bboxes
+    rois = torch.cat([torch.zeros(3, 1), boxes], 1)
+    expected = teacher_embedding(data['inputs'], rois)
+    for row, label in enumerate((0, 2, 5)):
+        stored, ids = queue.class_entries(label)
+        torch.testing.assert_close(stored[ids >= 0], expected[row:row + 1])
+        assert ids[ids >= 0].tolist() == [7]
+    # training: wrap the teacher function to see which RoIs it encodes
+    seen = []
+    outputs_for = model.student.teacher_outputs_for
+
+    def recording(teacher_model, inputs, samples):
+        outputs = outputs_for(teacher_model, inputs, samples)
+        function = outputs['roi_embedding']
+
+        def roi_embedding(rois_in):
+            result = function(rois_in)
+            seen.append((rois_in, result))
+            return result
+        return dict(outputs, roi_embedding=roi_embedding)
+    model.student.teacher_outputs_for = recording
+    before = queue.num_enqueued.clone()
+    model.train()
+    losses = model(data['inputs'], data['data_samples'], mode='loss')
+    assert {'loss_cls', 'loss_gml', 'loss_mask'} <= set(losses)
+    (rois_seen, embedded), = seen
+    assert rois_seen.shape[0] == int((queue.num_enqueued - before).sum()) > 0
+    torch.testing.assert_close(embedded,
+                               teacher_embedding(data['inputs'], rois_seen))
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in
+               model.student.roi_head.bbox_head.key_mlp.parameters())
