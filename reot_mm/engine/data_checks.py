@@ -223,8 +223,8 @@ def _iter_counts_files(cfg, phases: Sequence[str]) -> Iterator[tuple]:
                     yield (hook[name], f'custom_hooks.{i}.{name}',
                            hook.get('count_type'))
     for phase in phases:
-        evaluator_key = PHASES[phase][1]
-        if evaluator_key:
+        loader_key, evaluator_key = PHASES[phase]
+        if evaluator_key and isinstance(cfg.get(loader_key), dict):
             yield from _evaluator_counts(cfg.get(evaluator_key), evaluator_key)
 
 
@@ -271,9 +271,13 @@ def find_missing_data(cfg, phases: Sequence[str] = ('train', 'val', 'test')
     scope = cfg.get('default_scope')
     for phase in phases:
         loader_key, evaluator_key = PHASES[phase]
-        loader = cfg.get(loader_key)  # None: e.g. train.py --no-validate
-        dataset = loader.get('dataset') if isinstance(loader, dict) else None
-        for dataset_cfg, key in iter_datasets(dataset, f'{loader_key}.dataset'):
+        loader = cfg.get(loader_key)
+        if not isinstance(loader, dict):
+            # None (train.py --no-validate): the Runner builds neither the
+            # loader nor the phase's evaluator
+            continue
+        for dataset_cfg, key in iter_datasets(loader.get('dataset'),
+                                              f'{loader_key}.dataset'):
             missing = check_dataset(dataset_cfg, key, scope)
             if missing is not None:
                 return missing

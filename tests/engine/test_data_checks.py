@@ -312,13 +312,17 @@ def test_metric_files_are_checked(tmp_path):
         dict(type='SinkhornInferenceMetric', metrics=[dict(
             type='ShotAccuracy', class_counts_file=str(tmp_path / 'c.json'))])],
         test_evaluator=dict(type='LVISMetric',
-                            ann_file=str(tmp_path / 'val.json')))
+                            ann_file=str(tmp_path / 'val.json')),
+        val_dataloader=dict(batch_size=1), test_dataloader=dict(batch_size=1))
     missing = find_missing_data(cfg, ('val', ))
     assert missing.key == 'val_evaluator.1.metrics.0.class_counts_file'
     assert missing.section == 'class-count-files'
     missing = find_missing_data(cfg, ('test', ))
     assert missing.key == 'test_evaluator.ann_file'
     assert find_missing_data(cfg, ('train', )) is None
+    # no loader (train.py --no-validate): the Runner builds no evaluator
+    cfg['val_dataloader'] = None
+    assert find_missing_data(cfg, ('val', )) is None
 
 
 def test_bad_phase_is_named():
