@@ -281,6 +281,10 @@ def test_wrappers_are_walked_and_keys_named(tmp_path):
         'train_dataloader.dataset.datasets.0.dataset.ann_file'
     assert missing.path == str(tmp_path / 'a.txt')
     assert missing.what == 'list file'
+    with pytest.raises(data_checks.DataNotFoundError,
+                       match='list file not found') as error:
+        data_checks.check_data(cfg)
+    assert isinstance(error.value, FileNotFoundError)
     # an absolute ann_file is not joined to data_root (mmengine's rule)
     (tmp_path / 'b.txt').write_text('')
     inner['ann_file'] = str(tmp_path / 'b.txt')
