@@ -20,6 +20,18 @@ class LongTailedListDataset(CustomDataset):
 
         train/n01440764/n01440764_190.JPEG 0
 
+    Shifted test sets (the test-agnostic protocol of SADE, "Self-Supervised
+    Aggregation of Diverse Experts for Test-Agnostic Long-Tailed
+    Recognition", NeurIPS 2022, arXiv 2107.09249) are list files too: write
+    the Forward-R / Backward-R lists from the balanced test list and the
+    training list with ``tools/dataset_converters/make_shifted_test_lists.py``
+    (the counts of :func:`~reot_mm.cls.datasets.shifted_test_counts`, the
+    rule ``DigitsLT`` and the CIFAR-LT datasets apply in code; seeded) or
+    bring your own, and give one as the test dataloader's ``ann_file``
+    (``--cfg-options test_dataloader.dataset.ann_file=...``). The class
+    names and ``num_classes`` stay those of the benchmark, so a shifted list
+    with few images of a class is still evaluated over all classes.
+
     Args:
         ann_file (str): The list file.
         data_root (str): Root of ``ann_file`` and ``data_prefix``.
