@@ -22,8 +22,15 @@ released; the choices made here are listed in docs/methods/ade20k.md:
   correlated).
 * log p(c) comes from per-class pixel counts (``ClassStatisticsHook``;
   image counts with ``count_type='image'``).
+* With a frozen teacher (``TeacherStudent`` around
+  :class:`~reot_mm.seg.models.gml_segmentor.GMLEncoderDecoder`, GML Sec. 3.3)
+  the queue stores the *teacher's* decode-head features at the pixels the
+  student sampled instead of the student's own (``key_in_channels`` = the
+  teacher's ``channels``): keys from a fixed encoder, GML's remedy for the
+  outdated keys of rare classes.
 """
 import hashlib
+from contextlib import contextmanager
 from typing import List, Optional
 
 import torch
@@ -33,7 +40,8 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
-from reot_mm.seg.models.pixel_sampling import labels_at, sample_pixels_per_class
+from reot_mm.seg.models.pixel_sampling import (check_pixel_labels, labels_at,
+                                               sample_pixels_per_class)
 
 
 class CosineConv2d(nn.Module):
@@ -112,6 +120,10 @@ class GMLFCNHead(CosineFCNHead):
         gml_loss: ``GMLLoss`` config (``tau_g``, ``trainable_tau``, ``alpha``,
             ``gml_weight``); its L_cls / L_KD weights are unused here.
         pixels_per_class: pixels sampled per class per image.
+        key_in_channels: width d of the queued features (the queue's
+            ``feat_dim`` and g_k's input): the teacher's decode-head
+            ``channels`` when a teacher supplies the keys; default
+            ``channels`` (the head's own features).
         **kwargs: ``FCNHead`` / ``BaseDecodeHead`` arguments.
     """
 
@@ -121,8 +133,14 @@ class GMLFCNHead(CosineFCNHead):
                  key_mlp: Optional[dict] = None,
                  gml_loss: Optional[dict] = None,
                  pixels_per_class: int = 8,
+                 key_in_channels: Optional[int] = None,
                  **kwargs):
         super().__init__(**kwargs)
+        self.key_in_channels = self.channels if key_in_channels is None \
+            else key_in_channels
+        # the teacher's (B, key_in_channels, h, w) features of the current
+        # batch, set by teacher_keys() for one loss call
+        self._teacher_features: Optional[torch.Tensor] = None
         if int(pixels_per_class) != pixels_per_class or pixels_per_class < 1:
             raise ValueError('GMLFCNHead: pixels_per_class must be an integer '
                              f'>= 1, got {pixels_per_class!r}')
@@ -133,7 +151,7 @@ class GMLFCNHead(CosineFCNHead):
                  in_channels=self.channels))
         self.key_mlp = ROOT_MODELS.build(
             dict(dict(type='ProjectionMLP'), **key_mlp,
-                 in_channels=self.channels))
+                 in_channels=self.key_in_channels))
         if self.query_mlp.out_channels != self.key_mlp.out_channels:
             raise ValueError(
                 'GMLFCNHead: query_mlp and key_mlp must embed into the same '
@@ -141,7 +159,8 @@ class GMLFCNHead(CosineFCNHead):
                 f'{self.key_mlp.out_channels}')
         self.queue = ROOT_MODELS.build(
             dict(dict(type='ClassQueue'), **queue,
-                 num_classes=self.out_channels, feat_dim=self.channels))
+                 num_classes=self.out_channels,
+                 feat_dim=self.key_in_channels))
         self.gml = ROOT_MODELS.build(
             dict(dict(type='GMLLoss', trainable_tau=False, tau_g=0.07),
                  **(gml_loss or {}), num_classes=self.out_channels))
@@ -150,18 +169,71 @@ class GMLFCNHead(CosineFCNHead):
         """L_cls (``loss_decode``) + β·(L_GML + L_τ) from one forward pass."""
         features = self._forward_feature(inputs)
         losses = self.loss_by_feat(self.cls_seg(features), batch_data_samples)
-        losses.update(self.gml_loss_by_feat(features, batch_data_samples))
+        losses.update(self.gml_loss_by_feat(features, batch_data_samples,
+                                            self._teacher_features))
         return losses
 
+    @contextmanager
+    def teacher_keys(self, teacher_features: torch.Tensor):
+        """Within the block, :meth:`loss` enqueues ``teacher_features``
+        (B, key_in_channels, h', w') at the sampled pixels."""
+        self._teacher_features = teacher_features
+        try:
+            yield self
+        finally:
+            self._teacher_features = None
+
+    def key_rows(self, key_features: torch.Tensor, size) -> torch.Tensor:
+        """(B·h·w, d) rows of teacher features at the head's (h, w).
+
+        A teacher with another output stride is resized bilinearly.
+        """
+        if key_features.ndim != 4 or key_features.shape[1] != self.key_in_channels:
+            raise ValueError(
+                f'{type(self).__name__}: teacher features must have shape (B, '
+                f'key_in_channels={self.key_in_channels}, h, w), got '
+                f'{tuple(key_features.shape)}')
+        if tuple(key_features.shape[-2:]) != tuple(size):
+            key_features = F.interpolate(key_features, size=tuple(size),
+                                         mode='bilinear', align_corners=False)
+        return key_features.flatten(2).transpose(1, 2).reshape(
+            -1, self.key_in_channels)
+
+    @torch.no_grad()
+    def enqueue_teacher_pixels(self, key_features: torch.Tensor,
+                               batch_data_samples) -> int:
+        """Sample pixels per class per image and enqueue the teacher's
+        features there (queue pre-fill); returns the local count."""
+        size = key_features.shape[-2:]
+        seg_label = self._stack_batch_gt(batch_data_samples)[:, 0]
+        labels = labels_at(seg_label, size)
+        check_pixel_labels(labels, self.out_channels, self.ignore_index,
+                           type(self).__name__)
+        picked = sample_pixels_per_class(labels, self.pixels_per_class,
+                                         self.ignore_index)
+        ids = torch.tensor(image_ids(batch_data_samples), dtype=torch.long,
+                           device=key_features.device)
+        per_image = labels.shape[1] * labels.shape[2]
+        self.queue.enqueue(self.key_rows(key_features, size)[picked],
+                           labels.reshape(-1)[picked], ids[picked // per_image])
+        return int(picked.numel())
+
     def gml_loss_by_feat(self, features: torch.Tensor,
-                         batch_data_samples) -> dict:
+                         batch_data_samples,
+                         key_features: Optional[torch.Tensor] = None) -> dict:
         """The GML terms for (B, channels, h, w) head features.
+
+        ``key_features``: the teacher's (B, key_in_channels, h', w') features
+        of the batch; the queue then stores them (at the sampled pixels)
+        instead of the head's own features.
 
         Returns:
             dict with ``loss_gml`` (and ``loss_tau``) scalars and ``tau_g``.
         """
         seg_label = self._stack_batch_gt(batch_data_samples)[:, 0]
         labels = labels_at(seg_label, features.shape[-2:])
+        check_pixel_labels(labels, self.out_channels, self.ignore_index,
+                           type(self).__name__)
         picked = sample_pixels_per_class(labels, self.pixels_per_class,
                                          self.ignore_index)
         channels = features.shape[1]
@@ -173,8 +245,18 @@ class GMLFCNHead(CosineFCNHead):
         ids = torch.tensor(image_ids(batch_data_samples), dtype=torch.long,
                            device=features.device)
         sample_ids = ids[picked // per_image]
+        if key_features is not None:
+            keys_in = self.key_rows(key_features, features.shape[-2:])[picked]
+        elif self.key_in_channels != channels:
+            raise ValueError(
+                f'{type(self).__name__}: key_in_channels={self.key_in_channels}'
+                f' differs from channels={channels}: the queue expects a '
+                "teacher's features (train it inside TeacherStudent with a "
+                'GMLEncoderDecoder student) or set key_in_channels=None')
+        else:
+            keys_in = pixel_features
         # enqueue first (all ranks, gathered), then embed the whole queue
-        self.queue.enqueue(pixel_features.detach(), target, sample_ids)
+        self.queue.enqueue(keys_in.detach(), target, sample_ids)
         keys = F.normalize(self.key_mlp(self.queue.features), dim=1)
         tau = self.gml.tau_g
         losses = dict(tau_g=tau.detach())

@@ -62,3 +62,28 @@ def sample_pixels_per_class(labels: torch.Tensor, num_per_class: int,
     first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
     rank = torch.arange(order.numel(), device=labels.device) - first
     return candidates[order[rank < num_per_class]]
+
+
+def check_pixel_labels(labels: torch.Tensor, num_classes: int,
+                       ignore_index: Optional[int], owner: str) -> None:
+    """Raise if a label map holds a value outside [0, C) that is not ignored.
+
+    Args:
+        labels: (B, h, w) integer labels.
+        num_classes: C of the head.
+        ignore_index: the head's ignore label.
+        owner: the head's name, for the message.
+
+    Raises:
+        ValueError: naming the values, ``num_classes`` and ``ignore_index``.
+    """
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bool(bad.any()):
+        values = torch.unique(labels[bad]).tolist()
+        raise ValueError(
+            f'{owner}: pixel labels {values[:10]} are outside the classes '
+            f'[0, num_classes={num_classes}) and not ignore_index='
+            f'{ignore_index}; check num_classes, reduce_zero_label and the '
+            'label maps')
