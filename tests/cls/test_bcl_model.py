@@ -182,4 +182,4 @@ def test_train_tool_runs_digits_bcl_config(tmp_path):
     checkpoint = torch.load(work_dir / 'epoch_2.pth', map_location='cpu',
                             weights_only=False)
     counts = checkpoint['state_dict']['loss_module.class_counts']
-    assert counts.tolist() == [120, 76, 48, 30, 19, 12, 7, 4, 3, 2]
+    assert counts.tolist() == [100, 63, 40, 25, 16, 10, 6, 4, 2, 1]

@@ -140,7 +140,7 @@ def test_ddp_pretrain_then_linear_probe_on_digits(tmp_path):
                  pre_dir, 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
                  'default_hooks.checkpoint.interval=2', procs=2)
     assert 'CPUDistributedDataParallel' in log
-    assert 'FeatureBankHook: 321 training features' in log
+    assert 'FeatureBankHook: 267 training features' in log
     pre = _last_record(pre_dir, 'knn/top1')
     assert {'knn/top1', 'knn/balanced', 'knn/many', 'knn/medium',
             'knn/few'} <= set(pre)
@@ -153,8 +153,14 @@ def test_ddp_pretrain_then_linear_probe_on_digits(tmp_path):
     probe = _last_record(probe_dir, 'accuracy/top1')
     assert {'accuracy/top1', 'shot/many', 'shot/medium', 'shot/few',
             'knn/top1'} <= set(probe)
-    for key in ('knn/top1', 'knn/many', 'knn/medium', 'knn/few'):
-        assert probe[key] == pytest.approx(pre[key]), key
+    # the same frozen features and bank, up to one near-tie of the k-NN vote:
+    # the 2-rank bank is computed in other batch compositions (float
+    # rounding), which flipped one of the 200 val images (top1 58.5 vs 59.0)
+    # once the split had a val part; one image moves top1 by 0.5 and a
+    # class accuracy by 5 (20 images per class)
+    assert probe['knn/top1'] == pytest.approx(pre['knn/top1'], abs=0.5 + 1e-6)
+    for key in ('knn/many', 'knn/medium', 'knn/few'):
+        assert probe[key] == pytest.approx(pre[key], abs=5.0 + 1e-6), key
 
     load = dict(map_location='cpu')  # weights_only, reot_mm's allow-list
     pretrained = torch.load(checkpoint, **load)['state_dict']

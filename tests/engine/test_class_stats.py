@@ -12,7 +12,7 @@ from reot_mm.cls.datasets.long_tail import exponential_profile
 from reot_mm import counts_file
 from reot_mm.engine import class_stats
 
-DIGITS = exponential_profile(120, 10, 60)
+DIGITS = exponential_profile(100, 10, 60)
 
 
 class InstanceDataset(BaseDataset):

@@ -17,7 +17,7 @@ from reot_mm.losses.priors import prior_schedule
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 REOT_CONFIG = osp.join(ROOT, 'configs', 'demo', 'reot_resnet8_100e_digitslt.py')
 CE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'ce_resnet8_100e_digitslt.py')
-DIGITS_COUNTS = exponential_profile(120, 10, 60)
+DIGITS_COUNTS = exponential_profile(100, 10, 60)
 
 
 def small_cfg(path, work_dir, max_epochs=4, milestones=(1, 3), **overrides):
@@ -28,7 +28,7 @@ def small_cfg(path, work_dir, max_epochs=4, milestones=(1, 3), **overrides):
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.train_dataloader.batch_size = 128  # 3 iterations per epoch
-    cfg.train_dataloader.drop_last = False  # (321 samples: 128 + 128 + 65)
+    cfg.train_dataloader.drop_last = False  # (267 samples: 128 + 128 + 11)
     cfg.log_level = 'WARNING'
     for hook in cfg.custom_hooks:
         if hook['type'] == 'REOTPriorHook':
