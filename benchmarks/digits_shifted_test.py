@@ -249,7 +249,8 @@ def figures(record: dict, runs: dict, seed: int) -> None:
         ['shift', RESULTS_JSON, '--inferences', 'plain argmax',
          'Sinkhorn, b uniform', 'Sinkhorn, b EM', 'Sinkhorn, b MAP-EM',
          'Sinkhorn, b true (oracle)', '--title',
-         f'digits-LT, shifted test priors ({len(record["seeds"])} seeds)',
+         f'digits-LT, shifted test priors (mean ± std, seeds '
+         f'{", ".join(map(str, record["seeds"]))})',
          '--out', osp.join(FIGURES, 'digits_shifted.png')],
         ['per-class'] + [osp.join(runs[(m, seed)][1], 'uniform.npz')
                          for m in names]

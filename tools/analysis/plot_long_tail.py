@@ -129,6 +129,11 @@ def per_class(args):
                     fontsize=9, color='0.3')
     ax.set_xscale('log')
     ax.set_xlim(left, right)
+    # plain numbers (1, 2, 5, 10, ...) rather than powers of ten
+    ticks = [m * 10 ** e for e in range(0, 8) for m in (1, 2, 5)
+             if left <= m * 10 ** e <= right]
+    ax.set_xticks(ticks, [f'{t:g}' for t in ticks])
+    ax.minorticks_off()
     ax.set_ylim(-2, 100 + 9)
     ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel('training images of the class (log scale)')
