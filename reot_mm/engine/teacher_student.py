@@ -287,21 +287,22 @@ class TeacherStudent(BaseModel):
             return self.loss(inputs, data_samples)
         return self.student(inputs, data_samples, mode=mode)
 
+    @property
+    def _student_defines_outputs(self) -> bool:
+        return callable(getattr(self.student, 'teacher_outputs_for', None))
+
     def _student_defined_outputs(self, inputs, data_samples):
-        """The student's ``teacher_outputs_for`` under ``no_grad``, or None
-        when the student does not define it."""
-        outputs_for = getattr(self.student, 'teacher_outputs_for', None)
-        if not callable(outputs_for):
-            return None
+        """The student's ``teacher_outputs_for`` under ``no_grad``."""
         self._require_teacher()
         if self._teacher.training:
             self._teacher.eval()
         with torch.no_grad():
-            return outputs_for(self._teacher, inputs, data_samples)
+            return self.student.teacher_outputs_for(self._teacher, inputs,
+                                                    data_samples)
 
     def loss(self, inputs, data_samples: List) -> Dict[str, torch.Tensor]:
-        outputs = self._student_defined_outputs(inputs, data_samples)
-        if outputs is not None:
+        if self._student_defines_outputs:
+            outputs = self._student_defined_outputs(inputs, data_samples)
             with_teacher = getattr(self.student, 'loss_with_teacher', None)
             if not callable(with_teacher):
                 raise TypeError(
@@ -338,9 +339,9 @@ class TeacherStudent(BaseModel):
                             'enqueue_teacher_features(features, data_samples); '
                             'it cannot be pre-filled')
         data = self.data_preprocessor(data_batch, False)
-        outputs = self._student_defined_outputs(data['inputs'],
-                                                data['data_samples'])
-        if outputs is not None:
+        if self._student_defines_outputs:
+            outputs = self._student_defined_outputs(data['inputs'],
+                                                    data['data_samples'])
             enqueued = enqueue(outputs, data['data_samples'])
             return int(enqueued) if enqueued is not None else 0
         # only the queue's view when the student names it (no KD view here)
