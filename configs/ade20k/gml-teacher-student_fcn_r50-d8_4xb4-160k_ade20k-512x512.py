@@ -41,3 +41,9 @@ model = dict(
     teacher='{{ fileDirname }}/gml-teacher_fcn_r50-d8_4xb4-160k_ade20k-512x512.py',
     teacher_checkpoint=('work_dirs/gml-teacher_fcn_r50-d8_4xb4-160k_ade20k-512x512/'
                         'iter_160000.pth'))
+
+# The wrapper preprocesses with the student's data_preprocessor. mmengine's
+# Runner hands a model config without one the top-level `data_preprocessor`
+# of upstream's config (512x512 padding), which would shadow the student's
+# (e.g. a --cfg-options change of model.student.data_preprocessor.size).
+data_preprocessor = None

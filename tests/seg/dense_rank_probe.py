@@ -1,4 +1,4 @@
-"""Helpers for the ADE20K end-to-end tests of the BCL head and the teacher.
+"""Shared pieces of the ADE20K end-to-end tests (BCL head, GML teacher).
 
 ``PROBE`` is the source of a test-only hook module: after every training
 iteration each rank writes the state it holds (class counts of every

@@ -205,6 +205,8 @@ def test_configs_hold_the_gml_ade20k_recipe():
     assert [h['type'] for h in cfg.custom_hooks] == ['ClassStatisticsHook',
                                                     'GMLQueueHook']
     assert cfg.auto_scale_lr == dict(base_batch_size=16, enable=False)
+    # the Runner then leaves the wrapper the student's data preprocessor
+    assert cfg.data_preprocessor is None
     teacher = Config.fromfile(TEACHER)
     for name in ('decode_head', 'auxiliary_head'):
         part = teacher.model[name]
