@@ -1,4 +1,5 @@
 """BCL decode head for mmseg (Zhu et al., CVPR 2022, Eq. 9-11 on pixels)."""
+import copy
 import os.path as osp
 
 import pytest
@@ -9,6 +10,8 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import reot_mm  # noqa: F401
+from launch import run_forked_gloo
+from reot_mm import dist
 from reot_mm.losses import BCLLoss
 from reot_mm.losses.balanced_contrastive import balanced_contrastive_loss
 from reot_mm.losses.bcl_loss import logit_compensated_cross_entropy
@@ -174,3 +177,47 @@ def test_bcl_config_builds_with_the_paper_hyper_parameters():
     head = MODELS.build(head_cfg)
     assert head.contrast_projector.out_channels == 128
     assert head.loss_contrast.bcl_weight == 0.35
+
+
+def _rank_batch(rank, empty_ranks):
+    gen = torch.Generator().manual_seed(10 + rank)
+    labels = torch.randint(0, C, (1, 6, 6), generator=gen)
+    if rank in empty_ranks:
+        labels[:] = 255  # an image without a labelled pixel
+    return [torch.randn(1, 6, 6, 6, generator=gen)], labels
+
+
+def _dist_worker(rank, empty_ranks):
+    """DDP averages the ranks' losses and gradients: with rank 1 empty that
+    mean is the one-process loss on rank 0's pixels."""
+    world = dist.get_world_size()
+    torch.manual_seed(0)
+    head = build_head()
+    reference = copy.deepcopy(head)
+    inputs, labels = _rank_batch(rank, empty_ranks)
+    bcl = head.loss(inputs, batch(labels), dict())['loss_bcl']
+    assert bcl.grad_fn is not None
+    bcl.backward()  # joins the backward all-gather on every rank
+    for module in (head.contrast_projector, head.prototype_projector):
+        assert all(p.grad is not None for p in module.parameters()), rank
+    mean_loss = dist.all_reduce_sum(bcl.detach()) / world
+    weights = (head.prototype_projector.mlp[0].weight, head.conv_seg.weight)
+    mean_grads = [dist.all_reduce_sum(w.grad) / world for w in weights]
+    if len(empty_ranks) == world:
+        assert float(mean_loss) == 0.0
+        return
+    reference.loss_contrast.gather_across_ranks = False
+    expected = reference.loss(*_rank_batch(0, empty_ranks)[:1],
+                              batch(_rank_batch(0, empty_ranks)[1]),
+                              dict())['loss_bcl']
+    expected.backward()
+    torch.testing.assert_close(mean_loss, expected.detach(), rtol=1e-5, atol=1e-6)
+    for got, weight in zip(mean_grads, (reference.prototype_projector.mlp[0].weight,
+                                        reference.conv_seg.weight)):
+        torch.testing.assert_close(got, weight.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize('empty_ranks', [(1, ), (0, 1)])
+def test_rank_without_pixels_joins_the_gathers_and_matches_one_process(
+        empty_ranks):
+    run_forked_gloo(_dist_worker, empty_ranks, timeout=30)
