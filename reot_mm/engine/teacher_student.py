@@ -46,6 +46,9 @@ all methods of the student:
 * ``enqueue_teacher_features(teacher_outputs, data_samples)`` — for
   ``GMLQueueHook``'s teacher pre-fill (:meth:`TeacherStudent.prefill_step`);
   may return the number of items enqueued.
+* ``prefill_in_training_mode`` — optional attribute; True makes
+  :meth:`TeacherStudent.prefill_step` preprocess the batch in training mode
+  (mmseg: crops of different sizes padded, with their label maps).
 * ``check_teacher(teacher)`` — optional, called once when the model is built
   (e.g. the teacher's RoI feature width against the student's key MLP); it
   raises ``ValueError`` on a mismatch.
@@ -338,7 +341,11 @@ class TeacherStudent(BaseModel):
             raise TypeError(f'{type(self.student).__name__} has no '
                             'enqueue_teacher_features(features, data_samples); '
                             'it cannot be pre-filled')
-        data = self.data_preprocessor(data_batch, False)
+        # training-mode preprocessing where the student asks for it: mmseg
+        # pads random crops of different sizes (and their label maps) only
+        # then; test mode refuses a batch of unequal images
+        training = bool(getattr(self.student, 'prefill_in_training_mode', False))
+        data = self.data_preprocessor(data_batch, training)
         if self._student_defines_outputs:
             outputs = self._student_defined_outputs(data['inputs'],
                                                     data['data_samples'])

@@ -139,14 +139,16 @@ def test_student_alone_queues_its_own_features_and_prefill_uses_the_teacher(
     model = build_teacher_student(tmp_path)
     head = model.student.decode_head
     labels = torch.randint(0, C, (2, 32, 32))
-    labels[:, :16] = 255
-    data = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
-                        for _ in range(2)],
-                data_samples=samples(labels))
+    labels[0, :16] = 255
+    # random crops of different sizes (28 rows: padded with label 255)
+    data = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8),
+                        torch.randint(0, 255, (3, 28, 32), dtype=torch.uint8)],
+                data_samples=samples([labels[0], labels[1, :28]]))
     # the pre-fill step of GMLQueueHook(prefill='teacher'): every labelled
-    # pixel of the (4, 4) feature maps (pixels_per_class=1000), half of them
-    assert model.prefill_step(data) == 2 * 8
-    assert int(head.queue.num_enqueued.sum()) == 16
+    # pixel of the (4, 4) feature maps (rows 0, 8, 16, 24 of the labels;
+    # pixels_per_class=1000): 8 of image 0, 16 of image 1
+    assert model.prefill_step(data) == 8 + 16
+    assert int(head.queue.num_enqueued.sum()) == 24
     # a key width other than the teacher's is refused when the model is built
     with pytest.raises(ValueError, match='key_in_channels=9'):
         build_teacher_student(tmp_path, key_in_channels=9)

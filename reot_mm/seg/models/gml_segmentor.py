@@ -41,6 +41,10 @@ class GMLEncoderDecoder(EncoderDecoder):
     is the student's alone.
     """
 
+    # TeacherStudent.prefill_step: preprocess training batches as in training
+    # (random crops of different sizes are padded, label maps with 255)
+    prefill_in_training_mode = True
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.decode_head, GMLFCNHead):
