@@ -55,6 +55,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+# the shared launch (tools/train.py in one worker process) and aggregation
+from digits_runs import DONE, mean_std, train_and_test  # noqa: E402
 
 METHODS = {
     'CE': ('ce_resnet8_100e_digitslt', 'train'),
@@ -98,10 +101,9 @@ def train_and_dump(method: str, seed: int, work_root: str, reuse: bool):
     checkpoint = osp.join(work_dir, 'epoch_100.pth')
     dumps = osp.join(work_dir, 'dumps')
     if not (reuse and osp.isfile(checkpoint)):
-        subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'),
-                        config, '--work-dir', work_dir, '--cfg-options',
-                        f'randomness.seed={seed}'], check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if osp.isfile(osp.join(work_dir, DONE)):
+            os.remove(osp.join(work_dir, DONE))  # train again
+        train_and_test(config, work_dir, seed, test=False)
     if not (reuse and osp.isfile(osp.join(dumps, 'backward-50.npz'))):
         os.makedirs(dumps, exist_ok=True)
         subprocess.run([sys.executable, __file__, '--dump', config,
@@ -215,11 +217,7 @@ def table(results: dict, dists) -> str:
              + ' | mean |', '|---|---|' + '---|' * (len(dists) + 1)]
     for method, rows in results.items():
         for inference, row in rows.items():
-            cells = []
-            for d in dists:
-                values = row[d]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f'{statistics.mean(values):.1f} ± {spread:.1f}')
+            cells = [mean_std(row[d], digits=1) for d in dists]
             overall = statistics.mean(statistics.mean(row[d]) for d in dists)
             lines.append(f'| {method} | {inference} | ' + ' | '.join(cells)
                          + f' | {overall:.1f} |')
