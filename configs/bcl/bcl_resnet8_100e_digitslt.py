@@ -4,9 +4,16 @@
 # view 0 -> cosine classifier (scale 10) with logit compensation
 # (Eq. 10), views 1-2 (strong aug) -> projection MLP -> balanced contrastive
 # loss (Eq. 9) with prototypes g_c(w_j) from the classifier weights.
-# L = λ·L_LC + μ·L_BCL (Eq. 11) with the CIFAR recipe λ 2, μ 0.6, τ 0.1; the
-# MLP is d -> d -> 128 (d = 64 for ResNet-8, as ResNet-32's 64 -> 512 -> 128
+# L = λ·L_LC + μ·L_BCL (Eq. 11) with λ 1, μ 0.35 and the CIFAR recipe's τ 0.1;
+# the MLP is d -> d -> 128 (d = 64 for ResNet-8, as ResNet-32's 64 -> 512 -> 128
 # keeps the 128-d output).
+# Scale and weights chosen on the val split (benchmarks/digits_select_hparams.py,
+# seeds 0-1, balanced val accuracy; docs/results/digits_hparams.md): scale 10,
+# λ 1, μ 0.35: 85.5; scale 10, λ 2, μ 0.6 (the CIFAR recipe, shipped before):
+# 85.0; the paper's scale 30, λ 2, μ 0.6: 82.0. The first two differ by one val
+# image; the rule (highest mean) takes λ 1, μ 0.35.
+# The earlier notes below were measured on the test split (before the val
+# split existed) and are kept as history, not as the basis of the choice.
 # Cosine scale 10 instead of the paper's 30: tried on seed 0 (balanced
 # accuracy, 100 epochs, before the schedule clipped gradients): scale 30 61.2
 # (LC alone 61.4), scale 15 72.0, scale 10 89.2; a linear head gave 80.2
@@ -30,7 +37,7 @@ model = dict(
               in_channels=64, scale=10.0, topk=(1, )),
     projector=dict(type='ProjectionMLP', in_channels=64, hidden_channels=64,
                    out_channels=128),
-    loss=dict(type='BCLLoss', temperature=0.1, lc_weight=2.0, bcl_weight=0.6,
+    loss=dict(type='BCLLoss', temperature=0.1, lc_weight=1.0, bcl_weight=0.35,
               num_classes=10),
 )
 train_dataloader = dict(dataset=dict(pipeline=[
