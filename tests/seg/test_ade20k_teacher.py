@@ -163,6 +163,18 @@ def test_student_alone_queues_its_own_features_and_prefill_uses_the_teacher(
         alone.loss(torch.randn(2, 3, 32, 32), samples(labels))
 
 
+def test_teacher_features_of_another_stride_are_resized_to_the_heads():
+    init_default_scope('mmseg')
+    head = MODELS.build(student_cfg()).decode_head
+    features = torch.randn(2, 6, 8, 8)
+    rows = head.key_rows(features, (4, 4))
+    expected = F.interpolate(features, size=(4, 4), mode='bilinear',
+                             align_corners=False)
+    torch.testing.assert_close(rows, expected.permute(0, 2, 3, 1).reshape(-1, 6))
+    with pytest.raises(ValueError, match='key_in_channels=6'):
+        head.key_rows(torch.randn(2, 5, 4, 4), (4, 4))
+
+
 def test_bad_input_names_the_setting(tmp_path):
     init_default_scope('mmseg')
     # a queue smaller than C·k_m
