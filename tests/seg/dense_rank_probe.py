@@ -4,11 +4,10 @@
 iteration each rank writes the state it holds (class counts of every
 count-aware module, queue fingerprints, a parameter checksum, the number of
 labelled pixels of its batch) to ``rank{r}_iter{i}.json`` in the work dir.
+Runs are launched with ``tests/launch.py``.
 """
 import json
 import os
-import socket
-import subprocess
 import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -61,23 +60,6 @@ val_evaluator = dict(type='FrequencyBinnedIoUMetric', iou_metrics=['mIoU'],
                      bin_mode='count', bin_edges=(1000, 100))
 test_evaluator = val_evaluator
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def run(command, env=None) -> str:
-    """Run a tool from the repository root on the CPU; return its output."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
-               **(env or {}))
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
 
 
 def rank_records(work_dir, iteration: int, world: int = 2) -> list:

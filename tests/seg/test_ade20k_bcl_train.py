@@ -7,7 +7,6 @@ The test-only configs inherit configs/ade20k/bcl_fcn_...py (which inherits
 the upstream mmseg FCN config) and shrink the backbone, crops and schedule.
 """
 import math
-import os
 import os.path as osp
 import re
 import sys
@@ -17,8 +16,8 @@ import pytest
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from ade_fixture import make_ade_fixture, reduced_counts, tiny_config_text  # noqa: E402
-from dense_rank_probe import (EVALUATOR, PROBE, ROOT, free_port,  # noqa: E402
-                              rank_records, run)
+from dense_rank_probe import EVALUATOR, PROBE, ROOT, rank_records  # noqa: E402
+from launch import run_train, subprocess_env  # noqa: E402
 
 BCL = osp.join(ROOT, 'configs', 'ade20k',
                'bcl_fcn_r50-d8_4xb4-160k_ade20k-512x512.py')
@@ -35,8 +34,7 @@ def test_bcl_config_trains_with_tools_train(tmp_path):
     config.write_text(tiny_config_text(fixture, BCL, None, hooks='',
                                        decode_head=HEAD, extra=EVALUATOR))
     work_dir = tmp_path / 'work'
-    log = run([sys.executable, 'tools/train.py', str(config),
-               '--work-dir', str(work_dir)])
+    log = run_train(config, work_dir)
     total = int(sum(reduced_counts(maps['training'])[0]))
     assert f'ClassStatisticsHook: 150 classes, {total} samples' in log
     lc = [float(v) for v in re.findall(r'decode\.loss_lc: ([-\d.e+naif]+)', log)]
@@ -79,10 +77,8 @@ def test_two_process_bcl_run_with_an_empty_rank(tmp_path):
             ]
         ''')))
     work_dir = tmp_path / 'work'
-    log = run(['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(config),
-               '2', '--work-dir', str(work_dir)],
-              env=dict(PYTHON=sys.executable, PORT=str(free_port()),
-                       PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}'))
+    log = run_train(config, work_dir, procs=2,
+                    env=subprocess_env(pythonpath=[tmp_path]))
     expected = [float(c) for c in reduced_counts(maps['training'])[0]]
     labelled = []
     for iteration in (1, 2, 3):

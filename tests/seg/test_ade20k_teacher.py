@@ -11,6 +11,7 @@ import math
 import os
 import os.path as osp
 import re
+import subprocess
 import sys
 import textwrap
 import types
@@ -28,8 +29,8 @@ from reot_mm.engine import ClassStatisticsHook
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from ade_fixture import (load_tool, make_ade_fixture, reduced_counts,  # noqa: E402
                          tiny_config_text)
-from dense_rank_probe import (EVALUATOR, PROBE, ROOT, free_port,  # noqa: E402
-                              rank_records, run)
+from dense_rank_probe import EVALUATOR, PROBE, ROOT, rank_records  # noqa: E402
+from launch import run_train, subprocess_env  # noqa: E402
 
 CONFIGS = osp.join(ROOT, 'configs', 'ade20k')
 TEACHER = osp.join(CONFIGS, 'gml-teacher_fcn_r50-d8_4xb4-160k_ade20k-512x512.py')
@@ -259,15 +260,13 @@ def test_teacher_then_student_with_tools_train_and_test(tmp_path):
                                  checkpoint=dict(interval=2))
         ''')))
     teacher_dir = tmp_path / 'teacher'
-    log = run([sys.executable, 'tools/train.py', str(teacher_config),
-               '--work-dir', str(teacher_dir)])
+    log = run_train(teacher_config, teacher_dir)
     assert 'decode.loss_cls' in log
     checkpoint = teacher_dir / 'iter_2.pth'
     config = tmp_path / 'student_tiny.py'
     config.write_text(student_config_text(fixture, teacher_config, checkpoint))
     work_dir = tmp_path / 'student'
-    log = run([sys.executable, 'tools/train.py', str(config),
-               '--work-dir', str(work_dir)])
+    log = run_train(config, work_dir)
     gml = [float(v) for v in re.findall(r'decode\.loss_gml: ([-\d.e+naif]+)', log)]
     assert len(gml) == 4 and all(math.isfinite(v) and v > 0 for v in gml)
     metrics = re.findall(r'Iter\(val\) \[3/3\]\s+(.*)', log)[-1]
@@ -279,8 +278,12 @@ def test_teacher_then_student_with_tools_train_and_test(tmp_path):
     assert any(k.startswith('student.decode_head.queue.') for k in saved)
     # the student's checkpoint alone: no teacher file needed to test it
     os.remove(checkpoint)
-    log = run([sys.executable, 'tools/test.py', str(config),
-               str(work_dir / 'iter_4.pth'), '--work-dir', str(tmp_path / 'test')])
+    result = subprocess.run(
+        [sys.executable, 'tools/test.py', str(config), str(work_dir / 'iter_4.pth'),
+         '--work-dir', str(tmp_path / 'test')], cwd=ROOT, env=subprocess_env(),
+        capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
     assert 'the teacher checkpoint is not loaded' in log
     assert re.search(r'Iter\(test\) \[3/3\].*\bmIoU: [\d.]+', log)
 
@@ -315,10 +318,8 @@ def test_two_process_teacher_student_run_keeps_queues_identical(tmp_path):
             ]
         ''')))
     work_dir = tmp_path / 'work'
-    log = run(['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(config),
-               '2', '--work-dir', str(work_dir)],
-              env=dict(PYTHON=sys.executable, PORT=str(free_port()),
-                       PYTHONPATH=f'{tmp_path}{os.pathsep}{ROOT}'))
+    log = run_train(config, work_dir, procs=2,
+                    env=subprocess_env(pythonpath=[tmp_path]))
     expected = [float(c) for c in reduced_counts(maps['training'])[0]]
     previous = None
     for iteration in (1, 2):
