@@ -20,10 +20,15 @@ and the overhead over CE (median of the per-round ratios; goal <= 5 %).
   key MLP every step.
 * det: Mask R-CNN R50-FPN, 1203 LVIS classes, one 512x512 image with a few
   boxes and masks: upstream mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py
-  (CE) and configs/lvis (RE-OT RoI loss, RE-OT + BCL on RoI features).
+  (CE) and configs/lvis (RE-OT RoI loss, RE-OT + BCL on RoI features, GML on
+  RoI features, alone and with its frozen teacher).
 * seg: FCN R50-D8, 150 classes, batch 1: upstream
   mmseg::fcn/fcn_r50-d8_4xb4-160k_ade20k-512x512.py (CE) and configs/ade20k
-  (RE-OT pixel loss, GML head); ``--seg-size`` (default 512) sets the crop.
+  (RE-OT pixel loss, GML head alone and with its frozen teacher, BCL head);
+  ``--seg-size`` (default 512) sets the crop.
+
+Teacher-student configs get a randomly initialised teacher checkpoint (the
+teacher's forward costs the same whatever its weights).
 
 The optimizer runs with lr 0 so the weights stay those of the first step; the
 RE-OT losses get class counts (linearly spaced 500 -> 5) and λ = 1, so the
@@ -57,11 +62,17 @@ DET_VARIANTS = (
     ('CE', 'mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'),
     ('RE-OT RoI', 'lvis/reot_mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'),
     ('RE-OT + BCL RoI', 'lvis/reot-bcl_mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'),
+    ('GML RoI', 'lvis/gml_mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'),
+    ('GML RoI + teacher',
+     'lvis/gml-teacher-student_mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py'),
 )
 SEG_VARIANTS = (
     ('CE', 'mmseg::fcn/fcn_r50-d8_4xb4-160k_ade20k-512x512.py'),
     ('RE-OT pixel', 'ade20k/reot_fcn_r50-d8_4xb4-160k_ade20k-512x512.py'),
     ('GML head', 'ade20k/gml-a0.2_fcn_r50-d8_4xb4-160k_ade20k-512x512.py'),
+    ('GML head + teacher',
+     'ade20k/gml-teacher-student_fcn_r50-d8_4xb4-160k_ade20k-512x512.py'),
+    ('BCL head', 'ade20k/bcl_fcn_r50-d8_4xb4-160k_ade20k-512x512.py'),
 )
 
 
@@ -103,6 +114,23 @@ def build(cfg, model_cfg, device):
     return model, build_optim_wrapper(model, optim_cfg)
 
 
+def with_random_teacher(model_cfg, tmp, name):
+    """A TeacherStudent config gets a randomly initialised teacher saved as its
+    ``teacher_checkpoint`` (the timing does not depend on the weights)."""
+    import torch
+    from mmengine.registry import MODELS
+    from reot_mm.engine.teacher_student import teacher_model_config
+    if model_cfg.get('type') != 'TeacherStudent':
+        return model_cfg
+    if isinstance(model_cfg.teacher, str):
+        model_cfg.teacher = teacher_model_config(model_cfg.teacher)
+    teacher = MODELS.build(copy.deepcopy(model_cfg.teacher))
+    checkpoint = osp.join(tmp, name.replace(' ', '_') + '_teacher.pth')
+    torch.save({'state_dict': teacher.state_dict()}, checkpoint)
+    model_cfg.teacher_checkpoint = checkpoint
+    return model_cfg
+
+
 def cls_variants(args, tmp):
     import torch
     from mmengine.registry import MODELS, init_default_scope
@@ -120,10 +148,7 @@ def cls_variants(args, tmp):
         if model_cfg.type == 'TeacherStudent':
             model_cfg.student.backbone = dict(RESNET50)
             model_cfg.teacher.backbone = dict(RESNET50)
-            teacher = MODELS.build(model_cfg.teacher)
-            checkpoint = osp.join(tmp, 'teacher.pth')
-            torch.save({'state_dict': teacher.state_dict()}, checkpoint)
-            model_cfg.teacher_checkpoint = checkpoint
+            model_cfg = with_random_teacher(model_cfg, tmp, name)
         else:
             model_cfg.backbone = dict(RESNET50)
         if name.startswith('CE'):
@@ -170,7 +195,8 @@ def det_variants(args, tmp):
         sample.gt_ignore_flags = torch.zeros(len(boxes), dtype=torch.bool)
         image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
         data = dict(inputs=[image], data_samples=[sample])
-        model, optim = build(cfg, copy.deepcopy(cfg.model), args.device)
+        model_cfg = with_random_teacher(copy.deepcopy(cfg.model), tmp, name)
+        model, optim = build(cfg, model_cfg, args.device)
         variants.append((name, prepare(model, 1203), optim, data))
     return variants
 
@@ -185,8 +211,10 @@ def seg_variants(args, tmp):
     variants = []
     for name, config in SEG_VARIANTS:
         cfg = load_config(config, tmp)
-        model_cfg = copy.deepcopy(cfg.model)
-        model_cfg.data_preprocessor.size = (size, size)
+        model_cfg = with_random_teacher(copy.deepcopy(cfg.model), tmp, name)
+        preprocessor = (model_cfg.student if model_cfg.type == 'TeacherStudent'
+                        else model_cfg).data_preprocessor
+        preprocessor.size = (size, size)
         generator = torch.Generator().manual_seed(0)
         sample = SegDataSample(metainfo=dict(
             img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
@@ -243,8 +271,10 @@ def table(task, times, references):
 REFERENCES = {
     'cls': {'RE-OT': 'CE', 'CE x3 views': 'CE', 'BCL': 'CE x3 views',
             'GML': 'CE x3 views'},
-    'det': {'RE-OT RoI': 'CE', 'RE-OT + BCL RoI': 'CE'},
-    'seg': {'RE-OT pixel': 'CE', 'GML head': 'CE'},
+    'det': {'RE-OT RoI': 'CE', 'RE-OT + BCL RoI': 'CE', 'GML RoI': 'CE',
+            'GML RoI + teacher': 'CE'},
+    'seg': {'RE-OT pixel': 'CE', 'GML head': 'CE', 'GML head + teacher': 'CE',
+            'BCL head': 'CE'},
 }
 BUILDERS = {'cls': cls_variants, 'det': det_variants, 'seg': seg_variants}
 
