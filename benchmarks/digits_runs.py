@@ -44,7 +44,9 @@ def config_path(name: str) -> str:
 
 def last_val_metrics(work_dir: str, key: str = 'shot/balanced') -> dict:
     """The last scalar-log record holding ``key`` (the last validation on
-    the val split) in the newest run under ``work_dir``."""
+    the val split) in the newest run under ``work_dir``. ``key`` may list
+    alternatives, ``'shot/balanced|knn/balanced'`` (classifiers | k-NN of
+    the contrastive pretraining)."""
     runs = sorted(d for d in os.listdir(work_dir) if osp.isfile(
         osp.join(work_dir, d, 'vis_data', 'scalars.json')))
     last = None
@@ -52,7 +54,7 @@ def last_val_metrics(work_dir: str, key: str = 'shot/balanced') -> dict:
         with open(osp.join(work_dir, run, 'vis_data', 'scalars.json')) as f:
             for line in f:
                 record = json.loads(line)
-                if key in record:
+                if any(k in record for k in key.split('|')):
                     last = record
         if last is not None:
             return last
@@ -113,7 +115,8 @@ def _worker(argv=None) -> None:
     options = [f'randomness.seed={args.seed}', *args.options]
     train_tool.main([args.config, '--work-dir', args.work_dir,
                      '--cfg-options', *options])
-    val = last_val_metrics(args.work_dir)  # before the test run's log dir
+    # before the test run's log dir exists
+    val = last_val_metrics(args.work_dir, 'shot/balanced|knn/balanced')
     if args.test:
         with open(osp.join(args.work_dir, 'last_checkpoint')) as handle:
             checkpoint = handle.read().strip()
