@@ -32,6 +32,8 @@ its reason:
   benchmarks/digits_select_hparams.py); the current value is mapped back;
 * the digits-LT BCL loss weights: λ 2, μ 0.6 in the reference, λ 1, μ 0.35
   now (chosen on the val split, as the milestones); mapped back;
+* the digits-LT RE-OT contrastive (sup.) prior exponent κ: -1 in the
+  reference, 0 now (chosen on the val split, as the milestones); mapped back;
 * ``RandomFlip``: mmcv's default ``direction='horizontal'`` is filled in (the
   shared SimAugment views spell it, one config had left it implicit);
 * ``_scope_`` equal to the config's ``default_scope`` is dropped (a GML
@@ -94,6 +96,10 @@ def normalise(name, cfg_dict):
             if hook.get('type') == 'REOTPriorHook' and \
                     list(hook.get('milestones', ())) == [0.0, 0.1]:
                 hook['milestones'] = [0.1, 0.3]
+    if name == 'contrastive/reot-sup_resnet8_100e_digitslt.py':
+        loss = values['model']['loss']
+        if loss.get('ratio_power') == 0.0:
+            loss['ratio_power'] = -1.0
     if name == DIGITS_BCL_CONFIG:
         loss = values['model']['loss']
         if (loss.get('lc_weight'), loss.get('bcl_weight')) == (1.0, 0.35):
