@@ -158,6 +158,11 @@ def _gather_padded(tensor, sizes, rank, with_grad):
     device = tensor.device
     with_grad = with_grad and tensor.is_floating_point()
     local = tensor if with_grad else tensor.detach()
+    if with_grad and torch.is_grad_enabled() and not local.requires_grad:
+        # The backward of the gather is itself a collective: a rank whose rows
+        # carry no graph (e.g. zero rows of a rank without samples) must still
+        # run it, or the ranks that do wait for it forever.
+        local = local.detach().requires_grad_(True)
     work = local.to(_collective_device(local)).contiguous()
     longest = max(sizes)
     if work.shape[0] < longest:

@@ -74,3 +74,23 @@ def _worker(rank):
 
 def test_two_gloo_ranks_uneven_rows_and_gradient():
     run_forked_gloo(_worker, world=WORLD)
+
+
+def _worker_rows_without_graph(rank):
+    # rank 1 holds zero rows that carry no graph (a rank without samples);
+    # rank 0's rows require a gradient. Both losses depend on the gathered
+    # rows, so both ranks run the gather's backward collective.
+    local = _rank_rows(rank)
+    if rank == 0:
+        local.requires_grad_(True)
+    out, _ = dist.gather_rows(local, with_grad=True)
+    assert out.requires_grad, 'the gathered rows carry a graph on every rank'
+    ((rank + 1) * out).sum().backward()
+    if rank == 0:
+        assert torch.equal(local.grad, torch.full_like(local, 3.0)), local.grad
+
+
+def test_a_rank_whose_rows_carry_no_graph_joins_the_backward():
+    """Without the backward all-to-all on the rank without a graph, rank 0
+    waits for it until the group's timeout."""
+    run_forked_gloo(_worker_rows_without_graph, world=WORLD, timeout=20)

@@ -218,3 +218,48 @@ def test_two_rank_training_keeps_queues_identical(tmp_path, teacher_checkpoint):
     # both ranks' samples went in: every dataset index of the run is a slot's
     assert (states[0]['indices'] >= 0).all()
     assert int(states[0]['num_enqueued'].sum()) > 267
+
+
+def test_prefill_of_an_iteration_based_run_ends_and_keeps_the_loader():
+    """An InfiniteSampler loader (iteration-based runs): the pre-fill makes one
+    pass over its own loader, and the training loader still yields batches
+    afterwards (leaving an InfiniteSampler loop early closes its generator)."""
+    from mmengine.dataset import InfiniteSampler
+    from torch.utils.data import DataLoader
+
+    from reot_mm.engine.hooks.gml_queue_hook import one_pass_loader
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 1])
+    dataset = [(torch.full((2, ), float(i)), int(y)) for i, y in enumerate(labels)]
+    model = torch.nn.Module()
+    model.queue = ClassQueue(num_classes=3, feat_dim=2, size=60, min_per_class=2,
+                             class_counts=torch.tensor([4., 3, 3]))
+    seen = []
+
+    def prefill_step(batch):
+        features, targets = batch
+        seen.extend(features[:, 0].long().tolist())
+        model.queue.enqueue(features, targets, features[:, 0].long())
+    model.prefill_step = prefill_step
+    loader = DataLoader(dataset, batch_size=3,
+                        sampler=InfiniteSampler(dataset, shuffle=True, seed=3))
+    hook = GMLQueueHook(max_prefill_passes=2, many_threshold=4, few_threshold=2)
+    hook.class_counts = torch.tensor([4., 3, 3], dtype=torch.float64)
+    logs = []
+    runner = SimpleNamespace(
+        model=model, train_dataloader=loader,
+        logger=SimpleNamespace(info=logs.append, warning=logs.append))
+    import threading
+    worker = threading.Thread(target=hook._prefill, args=(runner, [model.queue]),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), 'the pre-fill never ends on an InfiniteSampler'
+    # the queue (60 slots) cannot fill from 10 images: two full passes ran
+    assert sorted(seen) == sorted(list(range(10)) * 2)
+    assert any('still hold initial random entries' in str(m) for m in logs)
+    batch = next(iter(loader))  # the training loader is intact
+    assert batch[0].shape == (3, 2)
+    # epoch-based loaders are used as they are
+    plain = DataLoader(dataset, batch_size=3)
+    assert one_pass_loader(plain) is plain

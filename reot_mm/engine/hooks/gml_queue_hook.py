@@ -14,6 +14,30 @@ from reot_mm.models.class_queue import ClassQueue
 PREFILL_MODES = ('teacher', 'none')
 
 
+
+def one_pass_loader(loader):
+    """A loader whose iteration ends after one pass over the training set.
+
+    Epoch-based runs are returned as they are. Iteration-based runs use
+    mmengine's ``InfiniteSampler``: iterating their loader never ends, and
+    leaving it early closes the sampler's index generator that training then
+    reuses (StopIteration at the first training step). For those, the
+    pre-fill gets its own loader over the same dataset, batch size, collate
+    function and workers, with a ``DefaultSampler`` (this rank's share,
+    shuffled with the sampler's seed).
+    """
+    from mmengine.dataset import DefaultSampler, InfiniteSampler
+    sampler = getattr(loader, 'sampler', None)
+    if not isinstance(sampler, InfiniteSampler):
+        return loader
+    from torch.utils.data import DataLoader
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size,
+        sampler=DefaultSampler(loader.dataset, shuffle=sampler.shuffle,
+                               seed=sampler.seed),
+        collate_fn=loader.collate_fn, num_workers=loader.num_workers,
+        worker_init_fn=loader.worker_init_fn, drop_last=loader.drop_last)
+
 @HOOKS.register_module()
 class GMLQueueHook(Hook):
     """Build, pre-fill, monitor and (in debug mode) rank-check GML queues.
@@ -166,8 +190,9 @@ class GMLQueueHook(Hook):
                 f'(e.g. TeacherStudent); {type(model).__name__} has none. Use '
                 "prefill='none' to start from random entries")
         start, batches, full = time.time(), 0, False
+        loader = one_pass_loader(runner.train_dataloader)
         for _ in range(self.max_prefill_passes):
-            for data_batch in runner.train_dataloader:
+            for data_batch in loader:
                 step(data_batch)
                 batches += 1
                 # the queue is identical on all ranks, so is this decision
