@@ -8,7 +8,11 @@
 * decode heads in :mod:`reot_mm.seg.models` (mmseg ``MODELS``):
   ``CosineFCNHead`` (cosine 1×1 classifier) and ``GMLFCNHead`` (GML: Suh and Seo,
   Long-Tailed Recognition by Mutual Information Maximization between Latent
-  Features and Ground-Truth Labels, ICML 2023, arXiv:2305.01160, App. A.2).
+  Features and Ground-Truth Labels, ICML 2023, arXiv:2305.01160, App. A.2),
+  ``BCLFCNHead`` (BCL on pixels sampled per class per image: Zhu et al.,
+  Balanced Contrastive Learning for Long-Tailed Visual Recognition, CVPR 2022,
+  arXiv:2207.09052) and the segmentor ``GMLEncoderDecoder`` (the student of a
+  frozen teacher whose pixel features fill the GML queues).
 
 The losses themselves (``REOTPixelLoss``) live in :mod:`reot_mm.losses` and are
 registered in mmengine's root registry.
