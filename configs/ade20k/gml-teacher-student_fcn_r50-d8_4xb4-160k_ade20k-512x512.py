@@ -9,10 +9,9 @@
 # not come from an outdated student (GML Sec. 3.3); the key MLP g_k embeds
 # them (key_in_channels = the teacher's 512 channels).
 # The queue starts from random unit vectors (prefill='none', as the authors'
-# classification code). GMLQueueHook(prefill='teacher') is not for this
-# iteration-based run: its pass over the training loader (an InfiniteSampler)
-# does not end until every slot is real, which never happens for classes
-# without enough training pixels.
+# classification code). GMLQueueHook(prefill='teacher') fills it from one
+# pass of the teacher over the training set first (--cfg-options
+# custom_hooks.1.prefill=teacher).
 #
 # The user supplies the teacher checkpoint (paths relative to where
 # tools/train.py runs):
