@@ -464,3 +464,19 @@ def test_reference_profile_is_floor_of_the_real_value():
     # Guards the test oracle itself: exact arithmetic for one entry.
     assert reference_profile(5000, 10, 100)[1] == math.floor(
         5000 / 100**(1 / 9))
+
+
+def test_digits_base_config_validates_on_val_and_tests_on_test():
+    """Periodic validation (and every hyper-parameter choice) sees the val
+    split; tools/test.py the balanced test split."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(
+        osp.join(root, 'configs', 'demo', 'ce_resnet8_100e_digitslt.py'))
+    assert cfg.val_dataloader.dataset.split == 'val'
+    assert cfg.test_dataloader.dataset.split == 'test'
+    assert cfg.test_dataloader.dataset.test_distribution == 'uniform'
+    assert cfg.train_dataloader.dataset.split == 'train'
+    assert cfg.train_dataloader.dataset.max_per_class == 100
