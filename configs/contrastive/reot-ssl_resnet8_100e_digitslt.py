@@ -7,9 +7,9 @@
 # this config uses w_s = 0.3, w_o = 0.7 (ρ = 7/3): a larger prior on a pair
 # means the features have to explain less of it, so w_s > w_o pushes
 # same-class samples apart harder and lowered k-NN accuracy on digits-LT
-# seed 0 (60.4 vs 71.6 here; SimCLR 66.0). Chosen on seed 0 of the test
-# split among {0.7/0.3, 0.3/0.7}; benchmarks/digits_contrastive.py reports
-# both over 5 seeds.
+# (seed 0 of the previous 321-image split). Chosen on seed 0 of that split's
+# test set among {0.7/0.3, 0.3/0.7}, not re-chosen on the val split;
+# benchmarks/digits_contrastive.py reports both over 5 seeds.
 _base_ = ['./simclr_resnet8_100e_digitslt.py']
 
 model = dict(loss=dict(supervision='self', prior='same_class',

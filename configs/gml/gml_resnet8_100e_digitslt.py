@@ -10,11 +10,12 @@
 # teacher -> class-wise queue (Eq. 6) -> key MLP g_k. Digits-sized choices: a
 # queue of K = 256 slots (about the 267 training images) with k_m = 4, D = 32,
 # the CIFAR recipe's τ_g = 0.1 (trainable) and τ_s = 1/30.
-# KD (α_kd = 1 in the CIFAR recipe) is off: this ResNet-8 teacher (balanced
-# ~85) is weaker than the GML student, and distilling it lowered the student
-# on seed 0 (balanced 88.0 with KD vs 92.2 without; set
-# model.student.loss.kd_weight=1.0 to reproduce). The cosine head is
-# initialised and decayed as in the teacher config (see there).
+# KD (α_kd = 1 in the CIFAR recipe) is off: this ResNet-8 teacher is weaker
+# than the GML student (at rho 10, 50 and 100 in docs/results/digits_sweep.md),
+# and distilling it lowered the student on the previous 321-image split (set
+# model.student.loss.kd_weight=1.0 to reproduce; benchmarks/digits_gml.py
+# --kd measures it). The cosine head is initialised and decayed as in the
+# teacher config (see there).
 _base_ = [
     '../_base_/datasets/digits_lt_multiview.py',
     '../_base_/schedules/digits_100e.py',

@@ -1,8 +1,9 @@
 # 100 epochs of SGD with a cosine learning rate: about a minute on 2 CPU cores.
-# Gradient clipping at norm 5: ResNet-8 on these 321 images has one-step
-# gradient spikes through the backbone (BCL seed 3: norm 0.6 -> 855 at
-# iteration 204, then a collapse to 49 % balanced); the median step norm is
-# about 1, so the clip only touches the spikes. It is in this shared schedule
+# Gradient clipping at norm 5: ResNet-8 on the digits-LT training images had
+# one-step gradient spikes through the backbone (measured on the previous
+# 321-image split, BCL seed 3: norm 0.6 -> 855 at iteration 204, then a
+# collapse of that run); the median step norm is about 1, so the clip only
+# touches the spikes. It is in this shared schedule
 # so every digits method is compared under the same optimiser
 # (docs/methods/bcl.md, "Gradient spikes").
 optim_wrapper = dict(
