@@ -9,6 +9,7 @@ import pytest
 from mmpretrain.registry import DATASETS
 
 from reot_mm.cls.datasets import TEST_DISTRIBUTIONS, shifted_test_counts
+from reot_mm.cls.datasets.long_tail import read_label_list, write_label_list
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(ROOT, 'tools', 'dataset_converters',
@@ -172,11 +173,11 @@ def test_list_writer_is_seeded(tmp_path):
 
 def test_shifted_list_loads_through_ann_file(tmp_path):
     test, train, train_counts = _write_lists(tmp_path)
-    lines, labels = lists_tool.read_list(str(test))
+    lines, labels = read_label_list(str(test))
     sets = lists_tool.shifted_lists(labels, train_counts, ['backward-2'])
     indices, counts = sets['backward-2']
     path = tmp_path / 'b2.txt'
-    lists_tool.write_list(str(path), lines, indices)
+    write_label_list(str(path), lines, indices)
     dataset = DATASETS.build(dict(type='LongTailedListDataset',
                                   ann_file=str(path), num_classes=10,
                                   check_files=False))

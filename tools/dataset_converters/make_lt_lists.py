@@ -43,29 +43,6 @@ import numpy as np
 PROFILES = ('pareto', 'exponential')
 
 
-def read_list(path: str) -> Tuple[List[str], np.ndarray]:
-    """Lines (stripped, non-empty) and their labels of a ``path label`` list.
-
-    Raises:
-        ValueError: a line is not ``<path> <label>`` with a label >= 0.
-    """
-    lines, labels = [], []
-    with open(path, encoding='utf-8') as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.rsplit(' ', 1)
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f'{path}:{number}: expected "<path> <label>" '
-                                 f'with a label >= 0, got {line!r}')
-            lines.append(line)
-            labels.append(int(parts[1]))
-    if not lines:
-        raise ValueError(f'{path} lists no image')
-    return lines, np.asarray(labels, dtype=np.int64)
-
-
 def pareto_profile(n_max: int, num_classes: int, imbalance_factor: float,
                    alpha: float = 6.0) -> List[int]:
     """Per-class counts of a power-law (Pareto / Lomax-shaped) long tail.
@@ -160,14 +137,6 @@ def make_lists(labels: np.ndarray, counts_by_rank: Sequence[int],
     return train, val, counts
 
 
-def write_list(path: str, lines: Sequence[str], indices: np.ndarray) -> None:
-    folder = osp.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as handle:
-        handle.writelines(lines[i] + '\n' for i in indices)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
@@ -200,6 +169,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from reot_mm.cls.datasets.long_tail import (read_label_list,
+                                                write_label_list)
     if bool(args.val_out) != bool(args.val_per_class):
         sys.exit('make_lt_lists: --val-out and --val-per-class go together '
                  f'(got --val-out {args.val_out}, --val-per-class '
@@ -208,7 +179,7 @@ def main(argv=None) -> None:
         sys.exit(f'make_lt_lists: --val-per-class must be >= 0, got '
                  f'{args.val_per_class}')
     try:
-        lines, labels = read_list(args.full_list)
+        lines, labels = read_label_list(args.full_list)
         num_classes = int(labels.max()) + 1
         available = np.bincount(labels, minlength=num_classes)
         n_max = args.max_per_class
@@ -220,12 +191,12 @@ def main(argv=None) -> None:
                                            args.val_per_class, args.seed)
     except (OSError, ValueError) as error:
         sys.exit(f'make_lt_lists: {error}')
-    write_list(args.out, lines, train)
+    write_label_list(args.out, lines, train)
     print(f'{args.out}: {train.size} images, {num_classes} classes, '
           f'{per_class.max()} -> {per_class.min()} per class '
           f'({args.profile} profile, seed {args.seed})')
     if args.val_out:
-        write_list(args.val_out, lines, val)
+        write_label_list(args.val_out, lines, val)
         print(f'{args.val_out}: {val.size} images, {args.val_per_class} per '
               'class')
 

@@ -43,30 +43,6 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 
-def read_list(path: str) -> Tuple[List[str], np.ndarray]:
-    """Lines (stripped, non-empty) and labels of a ``path label`` list.
-
-    Raises:
-        ValueError: a line is not ``<path> <label>`` with a label >= 0, or
-            the list is empty.
-    """
-    lines, labels = [], []
-    with open(path, encoding='utf-8') as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.rsplit(' ', 1)
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f'{path}:{number}: expected "<path> <label>" '
-                                 f'with a label >= 0, got {line!r}')
-            lines.append(line)
-            labels.append(int(parts[1]))
-    if not lines:
-        raise ValueError(f'{path} lists no image')
-    return lines, np.asarray(labels, dtype=np.int64)
-
-
 def shifted_lists(test_labels: np.ndarray, train_counts: Sequence[int],
                   distributions: Sequence[str], per_class: int = None,
                   seed: int = 0) -> dict:
@@ -119,11 +95,6 @@ def shifted_lists(test_labels: np.ndarray, train_counts: Sequence[int],
     return out
 
 
-def write_list(path: str, lines: Sequence[str], indices: np.ndarray) -> None:
-    with open(path, 'w', encoding='utf-8') as handle:
-        handle.writelines(lines[i] + '\n' for i in indices)
-
-
 def parse_args(argv=None):
     from reot_mm.cls.datasets.long_tail import TEST_DISTRIBUTIONS
     parser = argparse.ArgumentParser(
@@ -151,9 +122,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from reot_mm.cls.datasets.long_tail import (read_label_list,
+                                                write_label_list)
     try:
-        lines, test_labels = read_list(args.test_list)
-        _, train_labels = read_list(args.train_list)
+        lines, test_labels = read_label_list(args.test_list)
+        _, train_labels = read_label_list(args.train_list)
         num_classes = args.num_classes or int(
             max(test_labels.max(), train_labels.max())) + 1
         if max(test_labels.max(), train_labels.max()) >= num_classes:
@@ -168,7 +141,7 @@ def main(argv=None) -> None:
     os.makedirs(args.out_dir, exist_ok=True)
     for dist, (indices, counts) in sets.items():
         path = os.path.join(args.out_dir, f'{args.prefix}_{dist}.txt')
-        write_list(path, lines, indices)
+        write_label_list(path, lines, indices)
         print(f'{path}: {indices.size} images, {max(counts)} -> '
               f'{min(counts)} per class (seed {args.seed})')
 

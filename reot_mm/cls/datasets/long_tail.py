@@ -6,7 +6,7 @@ keeps ``n_i = floor(n_max * rho ** (-i / (C - 1)))`` training images, where
 ``rho = n_max / n_min`` is the imbalance factor, and the kept images of each class
 are drawn without replacement with a fixed seed.
 """
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -178,3 +178,36 @@ def shifted_test_counts(per_class: int, train_counts: Sequence[int],
     counts = np.zeros(num_classes, dtype=np.int64)
     counts[by_train] = profile
     return counts.tolist()
+
+
+def read_label_list(path: str) -> Tuple[List[str], np.ndarray]:
+    """Lines (stripped, non-empty) and labels of a ``<path> <label>`` list file
+    (the format of ImageNet-LT / Places-LT / iNat lists and of the tools in
+    ``tools/dataset_converters``).
+
+    Raises:
+        ValueError: a line is not ``<path> <label>`` with a label >= 0, or
+            the list is empty.
+    """
+    lines, labels = [], []
+    with open(path, encoding='utf-8') as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(' ', 1)
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f'{path}:{number}: expected "<path> <label>" '
+                                 f'with a label >= 0, got {line!r}')
+            lines.append(line)
+            labels.append(int(parts[1]))
+    if not lines:
+        raise ValueError(f'{path} lists no image')
+    return lines, np.asarray(labels, dtype=np.int64)
+
+
+def write_label_list(path: str, lines: Sequence[str],
+                     indices: Sequence[int]) -> None:
+    """Write ``lines[i]`` for ``i`` in ``indices``, one per line."""
+    with open(path, 'w', encoding='utf-8') as handle:
+        handle.writelines(lines[i] + '\n' for i in indices)
