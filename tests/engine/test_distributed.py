@@ -231,7 +231,7 @@ def test_stopped_rank_makes_the_other_fail_within_the_timeout(tmp_path):
     with open(log_file, 'w') as log:
         process = subprocess.Popen(command, env=dist_env(tmp_path), cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    stopped = None
+    stopped, pids = None, []
     try:
         deadline = time.time() + 600
         while time.time() < deadline and process.poll() is None:
@@ -240,7 +240,7 @@ def test_stopped_rank_makes_the_other_fail_within_the_timeout(tmp_path):
                 break
             time.sleep(0.1)
         assert process.poll() is None, log_file.read_text()[-3000:]
-        pids = [int((work_dir / f'pid_rank{r}').read_text()) for r in (0, 1)]
+        pids += [int((work_dir / f'pid_rank{r}').read_text()) for r in (0, 1)]
         os.kill(pids[1], signal.SIGSTOP)
         stopped = time.time()
         while os.path.exists(f'/proc/{pids[0]}') and time.time() - stopped < 600:
@@ -251,6 +251,13 @@ def test_stopped_rank_makes_the_other_fail_within_the_timeout(tmp_path):
         waited = time.time() - stopped
     finally:
         os.killpg(process.pid, signal.SIGKILL)
+        # torchrun may start its workers in their own sessions: the stopped
+        # rank would outlive the test
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         process.wait(timeout=60)
     output = log_file.read_text()
     assert waited < timeout + 30, f'rank 0 still waiting after {waited:.0f} s'

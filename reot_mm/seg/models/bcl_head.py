@@ -30,8 +30,7 @@ from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
 from reot_mm.models.projection import ProjectionMLP
-from reot_mm.seg.models.pixel_sampling import (check_pixel_labels, labels_at,
-                                               sample_pixels_per_class)
+from reot_mm.seg.models.pixel_sampling import pick_pixels, pixel_rows
 
 
 @MODELS.register_module()
@@ -102,15 +101,11 @@ class BCLFCNHead(FCNHead):
         Returns:
             ``(rows (N, channels), labels (N,))``, grouped by image and class.
         """
-        seg_label = self._stack_batch_gt(batch_data_samples)[:, 0]
-        labels = labels_at(seg_label, features.shape[-2:])
-        check_pixel_labels(labels, self.out_channels, self.ignore_index,
-                           type(self).__name__)
-        picked = sample_pixels_per_class(labels, self.pixels_per_class,
-                                         self.ignore_index)
-        channels = features.shape[1]
-        rows = features.flatten(2).transpose(1, 2).reshape(-1, channels)
-        return rows[picked], labels.reshape(-1)[picked]
+        picked, labels = pick_pixels(
+            self._stack_batch_gt(batch_data_samples)[:, 0], features.shape[-2:],
+            self.pixels_per_class, self.out_channels, self.ignore_index,
+            type(self).__name__)
+        return pixel_rows(features)[picked], labels.reshape(-1)[picked]
 
     def contrast_loss_by_feat(self, features: torch.Tensor,
                               batch_data_samples) -> dict:

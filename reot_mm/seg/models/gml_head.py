@@ -40,8 +40,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
-from reot_mm.seg.models.pixel_sampling import (check_pixel_labels, labels_at,
-                                               sample_pixels_per_class)
+from reot_mm.seg.models.pixel_sampling import pick_pixels, pixel_rows
 
 
 class CosineConv2d(nn.Module):
@@ -196,8 +195,7 @@ class GMLFCNHead(CosineFCNHead):
         if tuple(key_features.shape[-2:]) != tuple(size):
             key_features = F.interpolate(key_features, size=tuple(size),
                                          mode='bilinear', align_corners=False)
-        return key_features.flatten(2).transpose(1, 2).reshape(
-            -1, self.key_in_channels)
+        return pixel_rows(key_features)
 
     @torch.no_grad()
     def enqueue_teacher_pixels(self, key_features: torch.Tensor,
@@ -205,12 +203,10 @@ class GMLFCNHead(CosineFCNHead):
         """Sample pixels per class per image and enqueue the teacher's
         features there (queue pre-fill); returns the local count."""
         size = key_features.shape[-2:]
-        seg_label = self._stack_batch_gt(batch_data_samples)[:, 0]
-        labels = labels_at(seg_label, size)
-        check_pixel_labels(labels, self.out_channels, self.ignore_index,
-                           type(self).__name__)
-        picked = sample_pixels_per_class(labels, self.pixels_per_class,
-                                         self.ignore_index)
+        picked, labels = pick_pixels(
+            self._stack_batch_gt(batch_data_samples)[:, 0], size,
+            self.pixels_per_class, self.out_channels, self.ignore_index,
+            type(self).__name__)
         ids = torch.tensor(image_ids(batch_data_samples), dtype=torch.long,
                            device=key_features.device)
         per_image = labels.shape[1] * labels.shape[2]
@@ -230,17 +226,14 @@ class GMLFCNHead(CosineFCNHead):
         Returns:
             dict with ``loss_gml`` (and ``loss_tau``) scalars and ``tau_g``.
         """
-        seg_label = self._stack_batch_gt(batch_data_samples)[:, 0]
-        labels = labels_at(seg_label, features.shape[-2:])
-        check_pixel_labels(labels, self.out_channels, self.ignore_index,
-                           type(self).__name__)
-        picked = sample_pixels_per_class(labels, self.pixels_per_class,
-                                         self.ignore_index)
+        picked, labels = pick_pixels(
+            self._stack_batch_gt(batch_data_samples)[:, 0], features.shape[-2:],
+            self.pixels_per_class, self.out_channels, self.ignore_index,
+            type(self).__name__)
         channels = features.shape[1]
         per_image = labels.shape[1] * labels.shape[2]
         # (N, channels) features of the sampled pixels only
-        pixel_features = features.flatten(2).transpose(1, 2).reshape(
-            -1, channels)[picked]
+        pixel_features = pixel_rows(features)[picked]
         target = labels.reshape(-1)[picked]
         ids = torch.tensor(image_ids(batch_data_samples), dtype=torch.long,
                            device=features.device)

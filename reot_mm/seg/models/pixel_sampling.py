@@ -87,3 +87,30 @@ def check_pixel_labels(labels: torch.Tensor, num_classes: int,
             f'[0, num_classes={num_classes}) and not ignore_index='
             f'{ignore_index}; check num_classes, reduce_zero_label and the '
             'label maps')
+
+
+def pixel_rows(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B·h·w, C): one row per pixel, image-major (the
+    index order of :func:`pick_pixels`)."""
+    return features.flatten(2).transpose(1, 2).reshape(-1, features.shape[1])
+
+
+def pick_pixels(seg_label: torch.Tensor, size, num_per_class: int,
+                num_classes: int, ignore_index: Optional[int], owner: str):
+    """The pixels a dense contrastive head trains on, at a feature grid.
+
+    Labels at ``size`` (:func:`labels_at`), checked (:func:`check_pixel_labels`),
+    then up to ``num_per_class`` pixels of every class of every image
+    (:func:`sample_pixels_per_class`).
+
+    Args:
+        seg_label: (B, H, W) label maps.
+        size: the feature map's (h, w).
+
+    Returns:
+        ``(picked (N,) indices into the B·h·w rows of :func:`pixel_rows`,
+        labels (B, h, w))``.
+    """
+    labels = labels_at(seg_label, size)
+    check_pixel_labels(labels, num_classes, ignore_index, owner)
+    return sample_pixels_per_class(labels, num_per_class, ignore_index), labels
