@@ -10,9 +10,11 @@ import os.path as osp
 import socket
 import subprocess
 import sys
+import time
 import traceback
 from typing import Callable, Optional, Sequence
 
+import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
@@ -80,6 +82,11 @@ def run_train(config, work_dir, *cfg_options: str, procs: int = 1,
 
 
 def _forked_rank(rank, worker, world, port, timeout, errors, args):
+    # The parent's OpenMP thread pool does not survive the fork: the first
+    # parallel region in the child (e.g. cross_entropy on a few thousand
+    # entries) would wait for threads that do not exist. One thread keeps
+    # every op on the calling thread.
+    torch.set_num_threads(1)
     try:
         torch_dist.init_process_group(
             'gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
@@ -104,10 +111,19 @@ def run_forked_gloo(worker: Callable, *args, world: int = 2,
     """
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     errors = mp.get_context('fork').SimpleQueue()
-    mp.start_processes(_forked_rank,
-                       args=(worker, world, free_port(), timeout, errors,
-                             args),
-                       nprocs=world, join=True, start_method='fork')
+    context = mp.start_processes(_forked_rank,
+                                 args=(worker, world, free_port(), timeout,
+                                       errors, args),
+                                 nprocs=world, join=False, start_method='fork')
+    # a rank stuck outside a collective (where the group timeout cannot
+    # reach it) fails the test instead of hanging the suite
+    deadline = time.time() + 2 * timeout + 60
+    while not context.join(timeout=1):
+        if time.time() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError(f'forked gloo ranks still running after '
+                                 f'{2 * timeout + 60:.0f} s')
     messages = []
     while not errors.empty():
         messages.append(errors.get())
