@@ -3,7 +3,6 @@ pipeline through the real tools/train.py (kNN monitor, frozen backbone)."""
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import torch
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
+from launch import free_port
 import reot_mm  # noqa: F401
 from reot_mm.losses import REOTContrastiveLoss
 
@@ -99,15 +99,9 @@ def test_linear_probe_trains_the_head_only():
 
 
 # ------------------------------------------------------- tools/train.py runs
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _train(config, work_dir, *options, procs=1):
     env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
-               PYTHON=sys.executable, PORT=str(_free_port()))
+               PYTHON=sys.executable, PORT=str(free_port()))
     if procs == 1:
         command = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config]
     else:

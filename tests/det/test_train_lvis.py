@@ -6,12 +6,12 @@ import json
 import math
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import textwrap
 
 from conftest import ROOT, tiny_config_text
+from launch import free_port
 from lvis_fixture import train_instance_counts
 
 AP_KEYS = [f'lvis/{t}_{k}' for t in ('bbox', 'segm')
@@ -55,12 +55,6 @@ PROBE = textwrap.dedent('''
             with open(path, 'w') as handle:
                 json.dump(record, handle)
 ''')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def scalars(work_dir):

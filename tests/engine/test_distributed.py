@@ -6,13 +6,14 @@ import os
 import os.path as osp
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+
+from launch import free_port
 
 from reot_mm.cls.datasets.long_tail import exponential_profile
 
@@ -84,12 +85,6 @@ PROBE = textwrap.dedent('''
             with open(path, 'w') as handle:
                 json.dump(buffers, handle)
 ''')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def write_probe_config(tmp_path, epochs=3):

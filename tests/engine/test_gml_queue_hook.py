@@ -1,7 +1,6 @@
 """GMLQueueHook on a real mmengine Runner (digits-LT GML config)."""
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.registry import HOOKS, MODELS, init_default_scope
 from mmengine.runner import Runner
+
+from launch import free_port
 
 import reot_mm  # noqa: F401
 from reot_mm.cls.datasets.long_tail import exponential_profile
@@ -172,12 +173,6 @@ DUMP_PROBE = textwrap.dedent('''
             torch.save(queue.state_dict(),
                        f'{runner.work_dir}/queue_rank{get_rank()}.pth')
 ''')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_two_rank_training_keeps_queues_identical(tmp_path, teacher_checkpoint):

@@ -1,7 +1,6 @@
 """TeacherStudent: strict teacher loading, frozen teacher kept out of
 parameters / DDP / optimizer / checkpoints, teacher outputs and the RE-OT
 teacher-prior seam."""
-import socket
 
 import pytest
 import torch
@@ -9,6 +8,8 @@ import torch.distributed as torch_dist
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 from mmpretrain.structures import DataSample
+
+from launch import free_port
 
 import reot_mm  # noqa: F401
 from reot_mm.engine import TeacherStudent
@@ -116,12 +117,6 @@ def test_save_teacher_puts_it_into_the_state_dict_and_back(teacher_file):
     assert torch.equal(other.teacher.head.fc.weight, state['head.fc.weight'])
     # without save_teacher a student-only state dict loads strictly as well
     other.load_state_dict(build(path).state_dict())
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_ddp_sees_only_the_student(teacher_file, monkeypatch):

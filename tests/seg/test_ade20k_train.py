@@ -9,7 +9,6 @@ import math
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import textwrap
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from ade_fixture import (load_tool, make_ade_fixture, reduced_counts,  # noqa: E402
                          tiny_config_text)
+from launch import free_port  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASE = osp.join(ROOT, 'configs', 'ade20k',
@@ -74,12 +74,6 @@ PROBE = textwrap.dedent('''
             with open(path, 'w') as handle:
                 json.dump(record, handle)
 ''')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def run(command, env=None):
