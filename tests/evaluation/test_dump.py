@@ -31,6 +31,19 @@ def _samples(n=7, k=4, features=False, seed=0):
     return out, scores
 
 
+@pytest.fixture(autouse=True)
+def no_counts_in_the_message_hub():
+    """Class counts an earlier test (or Runner) published in the current
+    MessageHub would reach DumpPredictions; each test starts without."""
+    from mmengine.logging import MessageHub
+    from reot_mm.evaluation import CLASS_COUNTS_INFO_KEY
+    hub = MessageHub.get_current_instance()
+    before = hub.get_info(CLASS_COUNTS_INFO_KEY)
+    hub.update_info(CLASS_COUNTS_INFO_KEY, None)
+    yield
+    hub.update_info(CLASS_COUNTS_INFO_KEY, before)
+
+
 @pytest.mark.parametrize('suffix', ['.npz', '.pt'])
 def test_dump_predictions_round_trip(tmp_path, suffix):
     path = str(tmp_path / f'preds{suffix}')
