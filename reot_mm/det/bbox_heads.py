@@ -16,7 +16,7 @@ from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
 from torch import Tensor
 
-from reot_mm.models.projection import ProjectionMLP
+from reot_mm.models.bcl_branch import build_bcl_branch
 
 
 @MODELS.register_module()
@@ -65,23 +65,13 @@ class BCLShared2FCBBoxHead(Shared2FCBBoxHead):
                  contrast_hidden_channels: Optional[int] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        if loss_contrast is None:
-            loss_contrast = dict(type='BCLLoss', lc_weight=0.0,
-                                 bcl_weight=0.35, temperature=0.07)
-        if float(loss_contrast.get('lc_weight', 1.0)) != 0.0:
-            raise ValueError(
-                'BCLShared2FCBBoxHead: loss_contrast must have lc_weight=0 — '
-                'the classification term is the head\'s loss_cls — got '
-                f"lc_weight={loss_contrast.get('lc_weight', 1.0)!r}")
         if not self.with_cls:
             raise ValueError('BCLShared2FCBBoxHead needs the classification '
                              'branch (with_cls=True) for its prototypes')
-        self.loss_contrast = MODELS.build(loss_contrast)
-        in_channels = self.shared_out_channels
-        self.contrast_projector = ProjectionMLP(
-            in_channels, contrast_hidden_channels, contrast_channels)
-        self.prototype_projector = ProjectionMLP(
-            in_channels, contrast_hidden_channels, contrast_channels)
+        (self.loss_contrast, self.contrast_projector,
+         self.prototype_projector) = build_bcl_branch(
+             type(self).__name__, loss_contrast, self.shared_out_channels,
+             contrast_hidden_channels, contrast_channels, 'loss_cls', MODELS)
         self._roi_embedding: Optional[Tensor] = None
 
     def forward(self, x: Tuple[Tensor]) -> tuple:

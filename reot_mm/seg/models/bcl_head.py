@@ -29,7 +29,7 @@ import torch
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
-from reot_mm.models.projection import ProjectionMLP
+from reot_mm.models.bcl_branch import build_bcl_branch
 from reot_mm.seg.models.pixel_sampling import pick_pixels, pixel_rows
 
 
@@ -66,24 +66,15 @@ class BCLFCNHead(FCNHead):
                  pixels_per_class: int = 8,
                  **kwargs):
         super().__init__(**kwargs)
-        if loss_contrast is None:
-            loss_contrast = dict(type='BCLLoss', lc_weight=0.0,
-                                 bcl_weight=0.35, temperature=0.07)
-        if float(loss_contrast.get('lc_weight', 1.0)) != 0.0:
-            raise ValueError(
-                'BCLFCNHead: loss_contrast must have lc_weight=0 — the '
-                "classification term is the head's loss_decode — got "
-                f"lc_weight={loss_contrast.get('lc_weight', 1.0)!r}")
         if isinstance(pixels_per_class, bool) or \
                 int(pixels_per_class) != pixels_per_class or pixels_per_class < 1:
             raise ValueError('BCLFCNHead: pixels_per_class must be an integer '
                              f'>= 1, got {pixels_per_class!r}')
         self.pixels_per_class = int(pixels_per_class)
-        self.loss_contrast = MODELS.build(loss_contrast)
-        self.contrast_projector = ProjectionMLP(
-            self.channels, contrast_hidden_channels, contrast_channels)
-        self.prototype_projector = ProjectionMLP(
-            self.channels, contrast_hidden_channels, contrast_channels)
+        (self.loss_contrast, self.contrast_projector,
+         self.prototype_projector) = build_bcl_branch(
+             type(self).__name__, loss_contrast, self.channels,
+             contrast_hidden_channels, contrast_channels, 'loss_decode', MODELS)
 
     def loss(self, inputs, batch_data_samples, train_cfg) -> dict:
         """L_LC (``loss_decode``) + μ·L_BCL from one forward pass."""
