@@ -41,7 +41,6 @@ the batch and, as the student of ``TeacherStudent``, the teacher's RoI
 embeddings (the student-defined teacher outputs of
 :mod:`reot_mm.engine.teacher_student`).
 """
-import hashlib
 from contextlib import contextmanager
 from typing import Callable, List, Optional, Tuple
 
@@ -56,6 +55,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from torch import Tensor
 
 from reot_mm import dist
+from reot_mm.models.class_queue import image_ids
 
 RoIEmbedding = Callable[[Tensor], Tensor]
 
@@ -80,21 +80,6 @@ def shared_roi_embedding(head: ConvFCBBoxHead, roi_feats: Tensor) -> Tensor:
         for fc in head.shared_fcs:
             x = head.relu(fc(x))
     return x.flatten(1)
-
-
-def image_ids(data_samples) -> List[int]:
-    """A non-negative id per image, the same on every rank: the dataset's
-    ``img_id`` (LVIS/COCO), else a 62-bit hash of ``img_path``."""
-    ids = []
-    for number, sample in enumerate(data_samples):
-        img_id = sample.metainfo.get('img_id')
-        if isinstance(img_id, int) and img_id >= 0:
-            ids.append(img_id)
-            continue
-        key = sample.metainfo.get('img_path') or f'unnamed-{number}'
-        digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
-        ids.append(int.from_bytes(digest, 'little') & ((1 << 62) - 1))
-    return ids
 
 
 @MODELS.register_module()

@@ -22,7 +22,8 @@ All state (features, labels, indices, pointers, segment bounds, counters) is in
 registered buffers of fixed shape, so it is saved in checkpoints and restored
 on resume.
 """
-from typing import Optional, Sequence, Tuple
+import hashlib
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -256,3 +257,22 @@ class ClassQueue(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, feat_dim={self.feat_dim}, '
                 f'size={self.size}, min_per_class={self.min_per_class}')
+
+
+def image_ids(data_samples) -> List[int]:
+    """A non-negative id per image, the same on every rank: the queue's
+    sample index for GML's same-sample exclusion in dense tasks.
+
+    The dataset's ``img_id`` where it is a non-negative int (LVIS / COCO),
+    else a 62-bit hash of ``img_path`` (ADE20K has no ids).
+    """
+    ids = []
+    for number, sample in enumerate(data_samples):
+        img_id = sample.metainfo.get('img_id')
+        if isinstance(img_id, int) and img_id >= 0:
+            ids.append(img_id)
+            continue
+        key = sample.metainfo.get('img_path') or f'unnamed-{number}'
+        digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
+        ids.append(int.from_bytes(digest, 'little') & ((1 << 62) - 1))
+    return ids

@@ -33,8 +33,6 @@ Needs ``pip install reot_mm[cls]`` (the exponential profile and the seeded
 subsampling are those of ``reot_mm.cls.datasets``, which imports mmpretrain).
 """
 import argparse
-import os
-import os.path as osp
 import sys
 from typing import List, Sequence, Tuple
 

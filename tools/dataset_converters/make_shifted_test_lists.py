@@ -38,7 +38,7 @@ those of ``reot_mm.cls.datasets``, which imports mmpretrain).
 import argparse
 import os
 import sys
-from typing import List, Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 

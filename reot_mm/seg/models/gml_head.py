@@ -29,9 +29,8 @@ released; the choices made here are listed in docs/methods/ade20k.md:
   teacher's ``channels``): keys from a fixed encoder, GML's remedy for the
   outdated keys of rare classes.
 """
-import hashlib
 from contextlib import contextmanager
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -40,6 +39,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
+from reot_mm.models.class_queue import image_ids
 from reot_mm.seg.models.pixel_sampling import pick_pixels, pixel_rows
 
 
@@ -76,17 +76,6 @@ class CosineFCNHead(FCNHead):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.conv_seg = CosineConv2d(self.channels, self.out_channels)
-
-
-def image_ids(batch_data_samples) -> List[int]:
-    """A stable non-negative 62-bit id per image (from its path), the same on
-    every rank: the queue's "dataset index" for the same-sample exclusion."""
-    ids = []
-    for number, sample in enumerate(batch_data_samples):
-        key = sample.metainfo.get('img_path') or f'unnamed-{number}'
-        digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
-        ids.append(int.from_bytes(digest, 'little') & ((1 << 62) - 1))
-    return ids
 
 
 @MODELS.register_module()
