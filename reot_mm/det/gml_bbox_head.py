@@ -51,11 +51,11 @@ from mmdet.models.roi_heads.bbox_heads import (ConvFCBBoxHead,
                                                Shared2FCBBoxHead)
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi, get_box_tensor
-from mmengine.registry import MODELS as ROOT_MODELS
 from torch import Tensor
 
 from reot_mm import dist
 from reot_mm.models.class_queue import image_ids
+from reot_mm.models.gml_branch import build_gml_branch
 
 RoIEmbedding = Callable[[Tensor], Tensor]
 
@@ -135,24 +135,11 @@ class GMLShared2FCBBoxHead(Shared2FCBBoxHead):
                 'loss_cls without custom_cls_channels (e.g. REOTRoILoss)')
         self.tau_s = float(tau_s)
         width = self.shared_out_channels
-        query_mlp = dict(query_mlp or dict(out_channels=128))
-        key_mlp = dict(query_mlp if key_mlp is None else key_mlp)
-        key_width = width if key_in_channels is None else key_in_channels
-        self.query_mlp = ROOT_MODELS.build(
-            dict(dict(type='ProjectionMLP'), **query_mlp, in_channels=width))
-        self.key_mlp = ROOT_MODELS.build(
-            dict(dict(type='ProjectionMLP'), **key_mlp, in_channels=key_width))
-        if self.query_mlp.out_channels != self.key_mlp.out_channels:
-            raise ValueError(
-                'GMLShared2FCBBoxHead: query_mlp and key_mlp must embed into '
-                f'the same dimension D, got {self.query_mlp.out_channels} and '
-                f'{self.key_mlp.out_channels}')
-        self.queue = ROOT_MODELS.build(
-            dict(dict(type='ClassQueue'), **queue,
-                 num_classes=self.num_classes, feat_dim=key_width))
-        self.gml = ROOT_MODELS.build(
-            dict(dict(type='GMLLoss', trainable_tau=False, tau_g=0.07),
-                 **(gml_loss or {}), num_classes=self.num_classes))
+        self.query_mlp, self.key_mlp, self.queue, self.gml = build_gml_branch(
+            type(self).__name__, queue, dict(query_mlp or dict(out_channels=128)),
+            key_mlp, gml_loss, width,
+            width if key_in_channels is None else key_in_channels,
+            self.num_classes)
         self._roi_embedding: Optional[Tensor] = None
         self._image_ids: Optional[List[int]] = None
         self._teacher_embedding: Optional[RoIEmbedding] = None

@@ -35,11 +35,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS as ROOT_MODELS
 from mmseg.models.decode_heads import FCNHead
 from mmseg.registry import MODELS
 
 from reot_mm.models.class_queue import image_ids
+from reot_mm.models.gml_branch import build_gml_branch
 from reot_mm.seg.models.pixel_sampling import pick_pixels, pixel_rows
 
 
@@ -133,25 +133,9 @@ class GMLFCNHead(CosineFCNHead):
             raise ValueError('GMLFCNHead: pixels_per_class must be an integer '
                              f'>= 1, got {pixels_per_class!r}')
         self.pixels_per_class = int(pixels_per_class)
-        key_mlp = dict(query_mlp) if key_mlp is None else key_mlp
-        self.query_mlp = ROOT_MODELS.build(
-            dict(dict(type='ProjectionMLP'), **query_mlp,
-                 in_channels=self.channels))
-        self.key_mlp = ROOT_MODELS.build(
-            dict(dict(type='ProjectionMLP'), **key_mlp,
-                 in_channels=self.key_in_channels))
-        if self.query_mlp.out_channels != self.key_mlp.out_channels:
-            raise ValueError(
-                'GMLFCNHead: query_mlp and key_mlp must embed into the same '
-                f'dimension, got {self.query_mlp.out_channels} and '
-                f'{self.key_mlp.out_channels}')
-        self.queue = ROOT_MODELS.build(
-            dict(dict(type='ClassQueue'), **queue,
-                 num_classes=self.out_channels,
-                 feat_dim=self.key_in_channels))
-        self.gml = ROOT_MODELS.build(
-            dict(dict(type='GMLLoss', trainable_tau=False, tau_g=0.07),
-                 **(gml_loss or {}), num_classes=self.out_channels))
+        self.query_mlp, self.key_mlp, self.queue, self.gml = build_gml_branch(
+            type(self).__name__, queue, query_mlp, key_mlp, gml_loss,
+            self.channels, self.key_in_channels, self.out_channels)
 
     def loss(self, inputs, batch_data_samples, train_cfg) -> dict:
         """L_cls (``loss_decode``) + β·(L_GML + L_τ) from one forward pass."""
