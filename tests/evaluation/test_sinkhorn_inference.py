@@ -302,6 +302,7 @@ WORKER = textwrap.dedent('''
     rank = torch_dist.get_rank()
     with open(f'{sys.argv[2]}/rank{rank}.json', 'w') as handle:
         json.dump(out, handle)
+    torch_dist.barrier()  # every rank done before teardown
     torch_dist.destroy_process_group()
 ''')
 HELPER = textwrap.dedent('''

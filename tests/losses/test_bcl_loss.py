@@ -437,6 +437,7 @@ for split in splits:
     loss.backward()
     results.append((loss.detach(), local.grad, prototypes.grad))
 torch.save(results, f'{sys.argv[2]}/bcl_rank{rank}.pt')
+torch_dist.barrier()  # every rank done before teardown
 torch_dist.destroy_process_group()
 '''
 

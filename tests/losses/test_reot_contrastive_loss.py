@@ -371,6 +371,7 @@ WORKER = textwrap.dedent('''
         loss.backward()
         out.append((loss.detach(), x.grad))
     torch.save(out, f'{sys.argv[2]}/rank{rank}.pt')
+    torch_dist.barrier()  # every rank done before teardown
     torch_dist.destroy_process_group()
 ''')
 DDP_CONFIGS = [

@@ -28,6 +28,7 @@ WORKER = textwrap.dedent('''
     pixel = REOTPixelLoss(prior='batch_ratio')(
         maps, labels[part].reshape(2, 2, 2), ignore_index=None)
     torch.save(pixel, f'{sys.argv[2]}/pixel_rank{rank}.pt')
+    torch_dist.barrier()  # every rank done before teardown
     torch_dist.destroy_process_group()
 ''')
 

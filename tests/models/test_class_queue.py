@@ -169,6 +169,7 @@ RANK_SCRIPT = textwrap.dedent('''
         indices = 1000 * rank + 10 * step + torch.arange(batch)
         queue.enqueue(features, labels, indices)
     torch.save(queue.state_dict(), sys.argv[1] + f'/rank{rank}.pth')
+    dist.barrier()  # every rank done before teardown
     dist.destroy_process_group()
 ''')
 
